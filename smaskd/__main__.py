@@ -1,0 +1,5 @@
+import sys
+
+from smaskd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,92 @@
+"""``smaskd ...``: the command line. ``main(argv) -> int`` never lets a traceback reach a user.
+
+Exit codes (sysexits): 0 ok, 65 bad input data, 74 I/O error, 78 bad config, 70 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from smaskd import __version__
+from smaskd.errors import SmaskdError, exit_code_for
+
+__all__ = ["main"]
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="annotation JSON → Segmentation Mask zip")
+    p.add_argument("input", type=Path, help="COCO instances, Datumaro or LabelMe JSON")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the zip to write")
+    p.add_argument("--labelmap", type=Path, help="labelmap.txt giving label names and colours")
+    p.add_argument("--from", dest="source_format", default="auto",
+                   choices=["auto", "coco", "datumaro", "labelme"])
+    p.add_argument("--compat", choices=["cvat"],
+                   help="reproduce CVAT byte for byte, including its silent data loss")
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="Segmentation Mask zip → annotation JSON")
+    p.add_argument("input", type=Path, help="the mask zip")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the JSON to write")
+    p.add_argument("--polygons", action="store_true", help="convert masks to polygons as CVAT does")
+    p.add_argument("--format", default="coco", choices=["coco", "datumaro"])
+    p.add_argument("--labelmap", type=Path, help="labelmap.txt overriding or supplying the zip's")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smaskd", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"smaskd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_export(sub)
+    _add_import(sub)
+    from smaskd.daemon.commands import add_daemon_commands
+
+    add_daemon_commands(sub)
+    return parser
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from smaskd.convert import ConvertOptions, export_file, import_file
+
+    if args.command == "export":
+        options = ConvertOptions(labelmap=args.labelmap, compat=args.compat,
+                                 source_format=args.source_format)
+        result = export_file(args.input, args.output, options)
+    else:
+        options = ConvertOptions(labelmap=args.labelmap, polygons=args.polygons, format=args.format)
+        result = import_file(args.input, args.output, options)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(result.summary())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command in ("export", "import"):
+            return _run_convert(args)
+        return args.handler(args)
+    except SmaskdError as e:
+        print(f"smaskd {args.command}: error: {e}", file=sys.stderr)
+        for note in getattr(e, "__notes__", []):
+            print(f"  {note}", file=sys.stderr)
+        return exit_code_for(e)
+    except FileNotFoundError as e:
+        print(f"smaskd {args.command}: error: {e.filename}: no such file", file=sys.stderr)
+        return 66 if args.command in ("export", "import") else 74
+    except OSError as e:
+        print(f"smaskd {args.command}: error: {e}", file=sys.stderr)
+        return 74
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a bug: say so plainly, without a traceback wall
+        print(f"smaskd {args.command}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

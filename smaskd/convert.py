@@ -1,0 +1,168 @@
+"""The one code path from a dropped file to a result, used by the CLI and the daemon's workers.
+
+detect → read → convert → write, with the output published atomically. Pure: no logging,
+no daemon imports; it returns a ``ConvertResult`` (counts and warnings) or raises a
+``SmaskdError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from smaskd.atomicio import atomic_writer
+from smaskd.errors import InputError
+
+__all__ = [
+    "ACTIONS",
+    "ConvertOptions",
+    "ConvertResult",
+    "convert_file",
+    "export_file",
+    "import_file",
+    "output_suffix",
+    "sniff_kind",
+]
+
+Kind = Literal["annotations", "masks"]
+ACTIONS = ("export", "import", "auto")
+
+
+@dataclass(frozen=True, slots=True)
+class ConvertOptions:
+    """Options a CLI flag or a routing rule's ``options:`` passes to the core."""
+
+    labelmap: Path | None = None
+    compat: str | None = None  # None (lossless, refuses CVAT's data loss) or "cvat"
+    source_format: str = "auto"  # export: auto | coco | datumaro | labelme
+    polygons: bool = False  # import: masks → polygons (CVAT's method)
+    format: str = "coco"  # import output: coco | datumaro
+
+    @classmethod
+    def from_mapping(cls, options: dict[str, Any], where: str = "options") -> "ConvertOptions":
+        """Validate a rule's ``options`` mapping; errors name the key path."""
+        known = {"labelmap", "compat", "from", "source_format", "polygons", "to_polygons", "format"}
+        for key in options:
+            if key not in known:
+                raise InputError(f"unknown option {key!r}; expected one of {sorted(known)}", f"{where}.{key}")
+        kw: dict[str, Any] = {}
+        if options.get("labelmap") is not None:
+            kw["labelmap"] = Path(str(options["labelmap"]))
+        if options.get("compat") is not None:
+            if options["compat"] != "cvat":
+                raise InputError("expected 'cvat' or nothing", f"{where}.compat")
+            kw["compat"] = "cvat"
+        src = options.get("from", options.get("source_format"))
+        if src is not None:
+            if src not in ("auto", "coco", "datumaro", "labelme"):
+                raise InputError("expected auto|coco|datumaro|labelme", f"{where}.from")
+            kw["source_format"] = src
+        for key in ("polygons", "to_polygons"):
+            if key in options:
+                if not isinstance(options[key], bool):
+                    raise InputError("expected true or false", f"{where}.{key}")
+                kw["polygons"] = options[key]
+        if "format" in options:
+            if options["format"] not in ("coco", "datumaro"):
+                raise InputError("expected coco|datumaro", f"{where}.format")
+            kw["format"] = options["format"]
+        return cls(**kw)
+
+
+@dataclass(slots=True)
+class ConvertResult:
+    action: str
+    output: Path
+    items: int = 0
+    instances: int = 0
+    labels: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """The CLI's one-line summary."""
+        return (
+            f"{self.action}: {self.output}: {self.items} items, {self.instances} instances, "
+            f"{self.labels} labels, {len(self.warnings)} warnings"
+        )
+
+
+def sniff_kind(path: Path) -> Kind | None:
+    """What a file is, from its first bytes (never from its name)."""
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "masks"
+    text = head.lstrip(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    if text[:1] in (b"{", b"["):
+        return "annotations"
+    return None
+
+
+def output_suffix(action: str) -> str:
+    return ".zip" if action == "export" else ".json"
+
+
+def _read_labelmap(path: Path | None):
+    if path is None:
+        return None
+    from smaskd.smask.labelmap import parse_labelmap
+
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"labelmap is not UTF-8 ({e.reason} at byte {e.start})", str(path)) from None
+    return parse_labelmap(text, source=str(path))
+
+
+def export_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()) -> ConvertResult:
+    """Annotation JSON → Segmentation Mask zip at ``dst`` (atomic)."""
+    from smaskd.annotations.detect import read_annotation_file
+    from smaskd.smask.export import export_dataset
+
+    labelmap = _read_labelmap(options.labelmap)
+    dataset = read_annotation_file(Path(src), options.source_format)
+    with atomic_writer(dst) as out:
+        stats = export_dataset(dataset, out, labelmap=labelmap, compat=options.compat)
+    return ConvertResult(
+        "export", Path(dst), stats.items, stats.instances, stats.labels,
+        list(dataset.warnings) + list(stats.warnings),
+    )
+
+
+def import_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()) -> ConvertResult:
+    """Segmentation Mask zip → annotation JSON at ``dst`` (atomic)."""
+    from smaskd.annotations.writers import write_annotations
+    from smaskd.smask.load import load_mask_zip
+
+    labelmap = _read_labelmap(options.labelmap)
+    dataset = load_mask_zip(Path(src), labelmap=labelmap)
+    with atomic_writer(dst) as out:
+        stats = write_annotations(dataset, out, fmt=options.format, polygons=options.polygons)
+    return ConvertResult(
+        "import", Path(dst), stats.items, stats.instances, len(dataset.labels),
+        list(dataset.warnings) + list(stats.warnings),
+    )
+
+
+def resolve_action(src: Path, action: str) -> str:
+    """``auto`` → export for annotation JSON, import for a mask zip."""
+    if action != "auto":
+        return action
+    kind = sniff_kind(src)
+    if kind == "annotations":
+        return "export"
+    if kind == "masks":
+        return "import"
+    raise InputError("not an annotation JSON nor a zip (checked the first bytes)", str(src))
+
+
+def convert_file(src: Path, dst: Path, action: str = "auto",
+                 options: ConvertOptions = ConvertOptions()) -> ConvertResult:
+    """Run ``action`` (export | import | auto) on ``src``, writing ``dst`` atomically."""
+    action = resolve_action(Path(src), action)
+    if action == "export":
+        return export_file(src, dst, options)
+    if action == "import":
+        return import_file(src, dst, options)
+    raise InputError(f"unknown action {action!r}; expected export|import|auto")

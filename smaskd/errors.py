@@ -1,0 +1,90 @@
+"""One exception tree for smaskd.
+
+Every exception here pickles (workers send them back to the daemon across a process
+boundary), so all constructor arguments are positional-or-keyword with defaults and are
+kept in ``args``. The daemon maps each class to an exit code / quarantine decision in one
+table (``EXIT_CODES``); the core never decides.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EXIT_CODES",
+    "ConfigError",
+    "DataLossError",
+    "InputError",
+    "InternalError",
+    "OutputError",
+    "SmaskdError",
+    "UnsafeArchiveError",
+    "exit_code_for",
+]
+
+
+class SmaskdError(Exception):
+    """Base of every error smaskd raises on purpose.
+
+    ``where`` names the place in the input (a JSON path, an item id, a zip member, a line),
+    so a user can find the problem without a debugger.
+    """
+
+    def __init__(self, message: str = "", where: str | None = None) -> None:
+        super().__init__(message, where)
+        self.message = message
+        self.where = where
+
+    def __str__(self) -> str:
+        if self.where:
+            return f"{self.where}: {self.message}"
+        return self.message
+
+    def __reduce__(self):  # keep notes and subclass across pickling
+        return (type(self), (self.message, self.where), {"__notes__": getattr(self, "__notes__", [])})
+
+    def __setstate__(self, state: dict) -> None:
+        notes = state.get("__notes__") or []
+        for note in notes:
+            self.add_note(note)
+
+
+class InputError(SmaskdError):
+    """The input data is wrong: bad JSON, an undeclared colour, a malformed labelmap line."""
+
+
+class UnsafeArchiveError(InputError):
+    """A zip that could hurt us (slip names, bombs, symlinks, overlapping entries)."""
+
+
+class DataLossError(InputError):
+    """CVAT would silently lose data here; we refuse unless the user opts into that."""
+
+
+class OutputError(SmaskdError):
+    """Writing the result failed (disk full, permissions)."""
+
+
+class ConfigError(SmaskdError):
+    """The configuration is invalid; ``where`` is the key path (``rules[1].action``)."""
+
+
+class InternalError(SmaskdError):
+    """A bug in smaskd itself."""
+
+
+# sysexits.h: 65 EX_DATAERR, 74 EX_IOERR, 78 EX_CONFIG, 70 EX_SOFTWARE
+EXIT_CODES: dict[type[SmaskdError], int] = {
+    InputError: 65,
+    OutputError: 74,
+    ConfigError: 78,
+    InternalError: 70,
+}
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The process exit code for an exception, most specific class first."""
+    for cls in type(exc).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    if isinstance(exc, OSError):
+        return 74
+    return 70
