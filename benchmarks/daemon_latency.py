@@ -1,0 +1,326 @@
+"""Watch-folder latency and throughput of the real daemon (``smaskd run -c cfg.yaml``).
+
+Run by hand from the repository root:
+
+    .venv/bin/python benchmarks/daemon_latency.py                 # 200 latency + 1000 throughput
+    .venv/bin/python benchmarks/daemon_latency.py --latency 20 --throughput 100   # smoke
+
+In a temporary folder it writes a config (one inbox, ``settle: 0``, ``workers: 2``, one
+export rule), starts the daemon as a subprocess (``NOTIFY_SOCKET`` is set to a socket of
+ours, so READY=1 is seen when the daemon sends it; otherwise a warm-up file tells when it
+works), then:
+
+1. latency: drops files one at a time (written to a hidden ``.tmp`` name, then renamed into
+   the inbox) and polls the outbox every 2 ms for ``<stem>.zip``: drop-to-outbox p50, p95, max;
+2. throughput: drops N files as fast as it can, then waits for all N results: files/s from
+   the first drop to the last result, and the latency distribution under that load.
+
+Every input is a small Datumaro JSON (one 64×48 frame, 4 shapes) with distinct content, so
+the daemon's duplicate detection does not short-cut any of them. Bounded: each phase has a
+deadline; the daemon is stopped with SIGTERM (SIGKILL after 30 s). Prints a Markdown table
+and writes ``benchmarks/.work/daemon-<UTC time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+WORK = HERE / ".work"
+sys.path.insert(0, str(HERE))
+
+import generate  # noqa: E402
+from run import _descendants, _rss_kb, project_python  # noqa: E402
+
+CONFIG = """\
+workers: 2
+state_dir: {state}
+inboxes:
+  - name: bench
+    path: {inbox}
+    settle: 0s
+rules:
+  - name: bench-export
+    match: {{inbox: bench, glob: "*.json"}}
+    action: export
+    outbox: {outbox}
+"""
+
+
+def small_doc(n: int) -> bytes:
+    """A distinct one-frame Datumaro JSON (seeded by n)."""
+    item, _image, _anns = next(generate.generate(1, 64, 48, 4, seed=1000 + n))
+    item["id"] = f"frame_{n:06d}"
+    doc = {
+        "dm_format_version": "1.0",
+        "infos": {"bench": n},
+        "categories": {
+            "label": {"labels": [{"name": name, "parent": "", "attributes": []}
+                                 for name, _ in generate.LABELS], "attributes": ["occluded"]},
+            "mask": {"colormap": [{"label_id": i, "r": c[0], "g": c[1], "b": c[2]}
+                                  for i, (_, c) in enumerate(generate.LABELS)]},
+        },
+        "items": [item],
+    }
+    return json.dumps(doc).encode()
+
+
+def drop(inbox: Path, name: str, data: bytes) -> float:
+    """Write to a hidden temp name, fsync, rename in; returns the time of the rename."""
+    tmp = inbox / f".{name}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, inbox / name)
+    return time.perf_counter()
+
+
+class NotifyListener:
+    """A NOTIFY_SOCKET of our own: records when READY=1 arrives."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.ready = threading.Event()
+        self.messages: list[str] = []
+        self._stop = False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop:
+            try:
+                msg = self.sock.recv(4096).decode(errors="replace")
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            self.messages.append(msg)
+            if "READY=1" in msg.split("\n"):
+                self.ready.set()
+
+    def close(self) -> None:
+        self._stop = True
+        self.thread.join(1)
+        self.sock.close()
+
+
+class OutboxWatcher:
+    """Polls the outbox; remembers when each name first appeared (perf_counter)."""
+
+    def __init__(self, outbox: Path, interval: float = 0.002):
+        self.outbox = outbox
+        self.interval = interval
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            now = time.perf_counter()
+            try:
+                with os.scandir(self.outbox) as it:
+                    for e in it:
+                        if e.name not in self.seen:
+                            self.seen[e.name] = now
+            except FileNotFoundError:
+                pass
+            self._stop.wait(self.interval)
+
+    def wait_for(self, name: str, timeout: float) -> float | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            t = self.seen.get(name)
+            if t is not None:
+                return t
+            time.sleep(0.001)
+        return None
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(1)
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def summary(lat_s: list[float]) -> dict:
+    ms = [x * 1000 for x in lat_s]
+    return {"n": len(ms), "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95), "max_ms": max(ms, default=float("nan")),
+            "mean_ms": statistics.fmean(ms) if ms else float("nan")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--latency", type=int, default=200, help="files dropped one at a time")
+    ap.add_argument("--throughput", type=int, default=1000, help="files dropped at once")
+    ap.add_argument("--timeout", type=float, default=30.0, help="per-file wait in the latency phase")
+    ap.add_argument("--phase-timeout", type=float, default=600.0, help="throughput phase deadline")
+    ap.add_argument("--keep", action="store_true", help="keep the temp folder (prints its path)")
+    args = ap.parse_args(argv)
+    WORK.mkdir(parents=True, exist_ok=True)
+
+    tmp = Path(tempfile.mkdtemp(prefix="smaskd-bench-"))
+    inbox, outbox, state = tmp / "inbox", tmp / "outbox", tmp / "state"
+    for d in (inbox, outbox, state):
+        d.mkdir()
+    cfg = tmp / "cfg.yaml"
+    cfg.write_text(CONFIG.format(inbox=inbox, outbox=outbox, state=state))
+    total = 4 + args.latency + args.throughput
+    t0 = time.perf_counter()
+    payloads = [small_doc(n) for n in range(total)]
+    print(f"prepared {total} inputs ({sum(map(len, payloads)) / total / 1024:.1f} KiB each) "
+          f"in {time.perf_counter() - t0:.1f} s; folder {tmp}", flush=True)
+
+    notify = NotifyListener(tmp / "notify.sock")
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp / "notify.sock"))
+    log_out, log_err = open(tmp / "daemon.stdout", "wb"), open(tmp / "daemon.stderr", "wb")
+    cmd = [project_python(), "-m", "smaskd", "run", "-c", str(cfg)]
+    t_start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log_out, stderr=log_err,
+                            start_new_session=True)
+    watcher = OutboxWatcher(outbox)
+    peak_tree_kb = 0
+    sampling = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_tree_kb
+        while not sampling.is_set():
+            try:
+                peak_tree_kb = max(peak_tree_kb, sum(_rss_kb(p) for p in _descendants(proc.pid)))
+            except Exception:
+                pass
+            sampling.wait(0.1)
+
+    threading.Thread(target=sample, daemon=True).start()
+    result: dict = {"date_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+                    "cpus": os.cpu_count(), "cmd": cmd}
+    rc = 0
+    try:
+        ready = notify.ready.wait(30)
+        result["ready_s"] = (time.perf_counter() - t_start) if ready else None
+        if proc.poll() is not None:
+            raise RuntimeError(f"daemon exited with {proc.returncode} at start-up")
+        print("READY=1 after %.2f s" % result["ready_s"] if ready else "no READY=1 in 30 s; "
+              "using the warm-up files instead", flush=True)
+        # warm-up: spawn workers, import cv2 etc. Not measured.
+        n = 0
+        warm = []
+        for _ in range(4):
+            drop(inbox, f"warm{n:06d}.json", payloads[n])
+            warm.append(f"warm{n:06d}.zip")
+            n += 1
+        for w in warm:
+            if watcher.wait_for(w, 60) is None:
+                raise RuntimeError(f"warm-up result {w} did not appear in 60 s")
+        result["first_results_s"] = time.perf_counter() - t_start
+
+        # 1. latency, one file at a time
+        lat = []
+        for _ in range(args.latency):
+            name = f"lat{n:06d}"
+            t = drop(inbox, name + ".json", payloads[n])
+            n += 1
+            seen = watcher.wait_for(name + ".zip", args.timeout)
+            if seen is None:
+                raise RuntimeError(f"{name}.zip did not appear within {args.timeout} s")
+            lat.append(seen - t)
+        result["latency"] = summary(lat)
+        print("latency (one at a time): " + json.dumps({k: round(v, 1) for k, v in result["latency"].items()}),
+              flush=True)
+
+        # 2. throughput, all at once
+        drops: dict[str, float] = {}
+        first = time.perf_counter()
+        for _ in range(args.throughput):
+            name = f"tp{n:06d}"
+            drops[name] = drop(inbox, name + ".json", payloads[n])
+            n += 1
+        dropped = time.perf_counter()
+        deadline = time.monotonic() + args.phase_timeout
+        while time.monotonic() < deadline:
+            if all(f"{k}.zip" in watcher.seen for k in drops):
+                break
+            time.sleep(0.05)
+        got = {k: watcher.seen[f"{k}.zip"] - t for k, t in drops.items() if f"{k}.zip" in watcher.seen}
+        last = max((watcher.seen[f"{k}.zip"] for k in drops if f"{k}.zip" in watcher.seen), default=first)
+        result["throughput"] = {"files": args.throughput, "done": len(got), "drop_s": dropped - first,
+                                "elapsed_s": last - first,
+                                "files_per_s": len(got) / (last - first) if got else 0.0,
+                                **summary(list(got.values()))}
+        print("throughput: " + json.dumps({k: round(v, 2) for k, v in result["throughput"].items()}),
+              flush=True)
+        failed = list((inbox / "failed").glob("*")) if (inbox / "failed").exists() else []
+        result["failed_inputs"] = len([f for f in failed if not f.name.endswith(".error.json")])
+    except Exception as e:
+        rc = 1
+        result["error"] = f"{type(e).__name__}: {e}"
+        print("ERROR:", result["error"], flush=True)
+    finally:
+        sampling.set()
+        t_stop = time.perf_counter()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        result["stop_s"] = time.perf_counter() - t_stop
+        result["daemon_rc"] = proc.returncode
+        result["daemon_tree_rss_mb"] = peak_tree_kb / 1024
+        watcher.close()
+        notify.close()
+        log_out.close()
+        log_err.close()
+        err = (tmp / "daemon.stderr").read_text(errors="replace").strip().splitlines()
+        result["daemon_stderr_tail"] = err[-5:]
+        if rc and err:
+            print("daemon stderr (tail):\n  " + "\n  ".join(err[-10:]), flush=True)
+    out = WORK / f"daemon-{result['date_utc'].replace(':', '').replace('-', '')[:15]}Z.json"
+    out.write_text(json.dumps(result, indent=1))
+    if "latency" in result:
+        la, tp = result["latency"], result.get("throughput", {})
+        print("\n| measure | n | p50 ms | p95 ms | max ms | files/s |\n|---|---:|---:|---:|---:|---:|")
+        print(f"| drop-to-outbox, one at a time | {la['n']} | {la['p50_ms']:.0f} | {la['p95_ms']:.0f} "
+              f"| {la['max_ms']:.0f} | — |")
+        if tp:
+            print(f"| {tp['files']} dropped at once | {tp['done']} | {tp['p50_ms']:.0f} | {tp['p95_ms']:.0f} "
+                  f"| {tp['max_ms']:.0f} | {tp['files_per_s']:.1f} |")
+        print(f"\ndaemon tree RSS peak {result['daemon_tree_rss_mb']:.0f} MB; "
+              f"stopped in {result['stop_s']:.2f} s with rc {result['daemon_rc']}")
+    print(f"results: {out}")
+    if args.keep:
+        print(f"kept {tmp}")
+    else:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

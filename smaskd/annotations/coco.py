@@ -1,0 +1,316 @@
+"""COCO instances JSON (and COCO *results* lists) → the model.
+
+Format, as pycocotools and Datumaro read it::
+
+    {"images":      [{"id", "file_name", "width", "height", ...}],
+     "categories":  [{"id", "name", "color"?: [r, g, b] | "#rrggbb", ...}],
+     "annotations": [{"id", "image_id", "category_id", "iscrowd", "bbox": [x, y, w, h],
+                      "segmentation": [[x1, y1, ...], ...]            # polygon rings, or
+                                    | {"counts": [...] | "<str>", "size": [h, w]},  # RLE
+                      "attributes"?: {...}}]}                          # CVAT adds these
+
+Decisions, each because a user would otherwise lose or misplace data:
+
+* Item id = ``file_name`` without its extension, sub-folders kept (what CVAT and Datumaro do).
+* Labels are ordered by category id; ids need not be contiguous (``1, 2, 4``) and are mapped
+  by id, never by position.
+* Several polygon rings are **one** instance: they become several ``Polygon`` annotations that
+  share one group. Every COCO annotation gets its own group, numbered 1, 2, ... per item in
+  file order, because CVAT's instance merge paints ungrouped shapes before grouped ones; giving
+  every annotation a group keeps COCO's drawing order (later on top = later in the file).
+  The COCO annotation id is kept as ``Annotation.id``; it cannot be the group because 0 is a
+  valid COCO id and group 0 means "no group".
+* An empty segmentation with a bbox is a ``Box`` (with ``attributes.rotation`` when CVAT wrote
+  one), never an invented polygon.
+* A *results* list (top level ``[...]``, as detectors and ``loadRes`` use) is supported: items
+  are named by ``image_id``, labels by ``category_id`` (the file has no names), frame sizes come
+  from the RLE ``size``; an image with only polygons or boxes has no size and is refused.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Any
+
+from smaskd.annotations.jsonload import (
+    At,
+    expect_dict,
+    expect_int,
+    expect_list,
+    expect_number,
+    expect_numbers,
+    expect_str,
+)
+from smaskd.model import RGB, Annotation, Box, Dataset, Item, Label, Polygon, RleMask
+from smaskd.pngio import MAX_IMAGE_PIXELS
+
+__all__ = ["check_frame_size", "parse_color", "parse_rle", "read_coco", "subset_from_coco_name"]
+
+_RLE_CHARS = re.compile(r"[0-o]*")  # pycocotools' string alphabet: chr(48) .. chr(111)
+_HEX_COLOR = re.compile(r"#?([0-9a-fA-F]{6})")
+_INSTANCES_NAME = re.compile(r"instances_(.+)\.json", re.IGNORECASE)
+
+
+def subset_from_coco_name(name: str) -> str:
+    """``instances_train.json`` → ``train`` (COCO's and Datumaro's naming); else ``default``."""
+    m = _INSTANCES_NAME.fullmatch(posixpath.basename(name))
+    return m.group(1) if m else "default"
+
+
+def parse_color(value: Any, at: At) -> RGB:
+    """``[r, g, b]`` or ``"#rrggbb"`` → an RGB tuple."""
+    if isinstance(value, str):
+        m = _HEX_COLOR.fullmatch(value.strip())
+        if not m:
+            raise at.error(f"expected a colour '#rrggbb', got {value!r}")
+        h = m.group(1)
+        return (int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16))
+    items = expect_list(value, at)
+    if len(items) != 3:
+        raise at.error(f"expected a colour [r, g, b], got {len(items)} values")
+    r, g, b = (expect_int(v, at.index(i), 0, 255) for i, v in enumerate(items))
+    return (r, g, b)
+
+
+def check_frame_size(height: int, width: int, at: At) -> None:
+    """Refuse frames the painter could not allocate (the same cap as for PNGs)."""
+    if height * width > MAX_IMAGE_PIXELS:
+        raise at.error(
+            f"frame size {height}x{width} (h x w) is over the limit of {MAX_IMAGE_PIXELS} pixels"
+        )
+
+
+def _string_counts_total(counts: str, at: At) -> int:
+    """Sum of the runs of a compressed COCO RLE string (pycocotools' ``rleFrString``).
+
+    pycocotools decodes a string whose runs fall short of ``h*w`` without complaint, leaving
+    the rest of its buffer uninitialised, so the total is checked here, at the boundary.
+    """
+    total = p = 0
+    runs: list[int] = []
+    n = len(counts)
+    while p < n:
+        x = k = 0
+        more = True
+        while more:
+            if p >= n:
+                raise at.error("compressed RLE string is truncated")
+            c = ord(counts[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        if x < 0:
+            raise at.error("compressed RLE string decodes to a negative run length")
+        runs.append(x)
+        total += x
+    return total
+
+
+def parse_rle(value: Any, at: At) -> RleMask:
+    """``{"counts": [...] | "<str>", "size": [h, w]}`` → ``RleMask``, with the run total checked."""
+    rle = expect_dict(value, at)
+    size = expect_list(rle.get("size"), at.key("size"))
+    if len(size) != 2:
+        raise at.key("size").error(f"expected [height, width], got {len(size)} values")
+    height = expect_int(size[0], at.key("size").index(0), 0)
+    width = expect_int(size[1], at.key("size").index(1), 0)
+    check_frame_size(height, width, at.key("size"))
+    counts_at = at.key("counts")
+    raw = rle.get("counts")
+    if isinstance(raw, str):
+        if not _RLE_CHARS.fullmatch(raw):
+            raise counts_at.error("compressed RLE string has characters outside '0'..'o'")
+        total = _string_counts_total(raw, counts_at)
+        counts: str | tuple[int, ...] = raw
+    else:
+        runs = expect_list(raw, counts_at)
+        if runs and not set(map(type, runs)) <= {int}:
+            runs = [expect_int(v, counts_at.index(i), 0) for i, v in enumerate(runs)]
+        if runs and min(runs) < 0:
+            raise counts_at.error("RLE run lengths must not be negative")
+        total = sum(runs)
+        counts = tuple(runs)
+    if total != height * width:
+        raise counts_at.error(
+            f"RLE runs sum to {total}, expected height*width = {height}*{width} = {height * width}"
+        )
+    return RleMask(counts, height, width)
+
+
+def _is_id(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, str)
+
+
+def _shapes(ann: dict, at: At) -> list[Box | Polygon | RleMask]:
+    """The shapes of one COCO annotation: polygon rings, one RLE, or its bbox."""
+    seg = ann.get("segmentation")
+    seg_at = at.key("segmentation")
+    if isinstance(seg, dict):
+        return [parse_rle(seg, seg_at)]
+    if seg is not None:
+        rings = expect_list(seg, seg_at)
+        if rings and not isinstance(rings[0], list):
+            raise seg_at.error("expected a list of polygons [[x1, y1, ...], ...] or an RLE object")
+        if rings:
+            return [Polygon(expect_numbers(r, seg_at.index(i), multiple_of=2, minimum=6))
+                    for i, r in enumerate(rings)]
+    if ann.get("bbox") is None:
+        raise at.error("annotation has neither a segmentation nor a bbox")
+    x, y, w, h = expect_numbers(ann["bbox"], at.key("bbox"), count=4)
+    rotation = 0.0
+    attrs = ann.get("attributes")
+    if isinstance(attrs, dict) and attrs.get("rotation") is not None:
+        rotation = expect_number(attrs["rotation"], at.key("attributes").key("rotation"))
+    return [Box(x, y, w, h, rotation)]
+
+
+def _attributes(ann: dict, at: At) -> dict:
+    attrs = dict(expect_dict(ann.get("attributes") or {}, at.key("attributes")))
+    attrs.pop("rotation", None)  # now Box.rotation
+    if ann.get("iscrowd") is not None:
+        crowd = ann["iscrowd"]
+        if isinstance(crowd, bool):
+            crowd = int(crowd)
+        attrs["is_crowd"] = bool(expect_int(crowd, at.key("iscrowd"), 0, 1))
+    if ann.get("score") is not None:
+        attrs["score"] = expect_number(ann["score"], at.key("score"))
+    return attrs
+
+
+def _append(item: Item, ann: dict, label: int, at: At) -> None:
+    """Add one COCO annotation to ``item`` as one instance (one new group)."""
+    ann_id = ann.get("id", 0)
+    ann_id = expect_int(ann_id, at.key("id")) if ann_id is not None else 0
+    at = at.within(f"item {item.id!r}, annotation id {ann_id}")
+    shapes = _shapes(ann, at)
+    attrs = _attributes(ann, at)
+    group = item.annotations[-1].group + 1 if item.annotations else 1  # all groups come from here
+    for shape in shapes:
+        if isinstance(shape, RleMask) and item.height is not None and (
+            (shape.height, shape.width) != (item.height, item.width)
+        ):
+            raise at.key("segmentation").key("size").error(
+                f"RLE size {shape.height}x{shape.width} differs from the image size "
+                f"{item.height}x{item.width} (h x w)"
+            )
+        item.annotations.append(Annotation(shape, label, 0, group, ann_id, dict(attrs)))
+
+
+def _read_categories(doc: dict, root: At) -> tuple[list[Label], dict[Any, int]]:
+    cats_at = root.key("categories")
+    entries = []
+    for i, cat in enumerate(expect_list(doc.get("categories", []), cats_at)):
+        at = cats_at.index(i)
+        cat = expect_dict(cat, at)
+        cat_id = expect_int(cat.get("id"), at.key("id"))
+        name = expect_str(cat.get("name"), at.key("name"))
+        color = parse_color(cat["color"], at.key("color")) if cat.get("color") is not None else None
+        entries.append((cat_id, name, color, at))
+    entries.sort(key=lambda e: e[0])
+    labels: list[Label] = []
+    index: dict[Any, int] = {}
+    names: set[str] = set()
+    for cat_id, name, color, at in entries:
+        if cat_id in index:
+            raise at.key("id").error(f"duplicate category id {cat_id}")
+        if name in names:
+            raise at.key("name").error(f"duplicate category name {name!r}")
+        index[cat_id] = len(labels)
+        names.add(name)
+        labels.append(Label(name, color))
+    return labels, index
+
+
+def _read_images(doc: dict, root: At, subset: str) -> tuple[list[Item], dict[Any, Item]]:
+    images_at = root.key("images")
+    items: list[Item] = []
+    by_image: dict[Any, Item] = {}
+    by_name: set[str] = set()
+    for i, img in enumerate(expect_list(doc.get("images"), images_at)):
+        at = images_at.index(i)
+        img = expect_dict(img, at)
+        image_id = img.get("id")
+        if not _is_id(image_id):
+            raise at.key("id").error("expected an integer or string image id")
+        file_name = expect_str(img.get("file_name"), at.key("file_name"))
+        item_id = posixpath.splitext(file_name)[0]
+        if not item_id:
+            raise at.key("file_name").error("empty file name")
+        height = expect_int(img["height"], at.key("height"), 1) if img.get("height") is not None else None
+        width = expect_int(img["width"], at.key("width"), 1) if img.get("width") is not None else None
+        if (height is None) != (width is None):
+            raise at.error("image has only one of width and height")
+        if height is not None and width is not None:
+            check_frame_size(height, width, at)
+        if image_id in by_image:
+            raise at.key("id").error(f"duplicate image id {image_id!r}")
+        if item_id in by_name:
+            raise at.key("file_name").error(f"two images map to the same item id {item_id!r}")
+        item = Item(item_id, subset, height, width, [], file_name)
+        by_image[image_id] = item
+        by_name.add(item_id)
+        items.append(item)
+    return items, by_image
+
+
+def read_coco(doc: Any, source: str, subset: str = "default") -> Dataset:
+    """A parsed COCO instances object (or results list) → ``Dataset``."""
+    if isinstance(doc, list):
+        return _read_results(doc, At(source))
+    root = At(source)
+    doc = expect_dict(doc, root)
+    labels, label_of = _read_categories(doc, root)
+    items, by_image = _read_images(doc, root, subset)
+    anns_at = root.key("annotations")
+    for i, ann in enumerate(expect_list(doc.get("annotations", []), anns_at)):
+        at = anns_at.index(i)
+        ann = expect_dict(ann, at)
+        item = by_image.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
+        if item is None:
+            raise at.key("image_id").error(f"no image with id {ann.get('image_id')!r}")
+        cat_id = ann.get("category_id")
+        if not _is_id(cat_id) or cat_id not in label_of:
+            raise at.key("category_id").error(f"no category with id {cat_id!r}")
+        _append(item, ann, label_of[cat_id], at)
+    return Dataset(labels, items, "coco")
+
+
+def _read_results(doc: list, root: At) -> Dataset:
+    """A COCO results list: ``[{"image_id", "category_id", "segmentation"|"bbox", "score"}]``."""
+    entries = []
+    cat_ids: set[int] = set()
+    for i, ann in enumerate(doc):
+        at = root.index(i)
+        ann = expect_dict(ann, at)
+        image_id = ann.get("image_id")
+        if not _is_id(image_id):
+            raise at.key("image_id").error("expected an integer or string image id")
+        cat_ids.add(expect_int(ann.get("category_id"), at.key("category_id")))
+        entries.append((image_id, ann, at))
+    labels = [Label(str(c)) for c in sorted(cat_ids)]
+    label_of = {c: i for i, c in enumerate(sorted(cat_ids))}
+    items: dict[Any, Item] = {}
+    for image_id, ann, at in entries:
+        item = items.get(image_id)
+        if item is None:
+            item = items[image_id] = Item(str(image_id))
+        seg = ann.get("segmentation")
+        if isinstance(seg, dict) and item.height is None:
+            rle = parse_rle(seg, at.key("segmentation"))
+            item.height, item.width = rle.height, rle.width
+        _append(item, ann, label_of[ann["category_id"]], at)
+    for item in items.values():
+        if item.height is None:
+            raise root.error(
+                f"COCO results list: image {item.id} has only polygons or boxes, and a results "
+                "list gives frame sizes only through RLE masks; use a COCO instances file"
+            )
+    warning = ("COCO results list: there are no category names or image files; items are named "
+               "by image_id and labels by category_id")
+    return Dataset(labels, list(items.values()), "coco-results", [warning])

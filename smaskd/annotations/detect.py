@@ -1,0 +1,147 @@
+"""Which annotation JSON a file is, decided by its content, and the one entry point to read it.
+
+Names lie (``annotations.json`` is COCO from one tool and Datumaro from another, and the daemon
+renames claimed files), so the format comes from the top-level keys:
+
+=================  ===========================================================
+``datumaro``       object with an ``items`` list (plus ``categories``/``infos``)
+``coco``           object with an ``images`` list; or a non-empty list of
+                   ``{"image_id", "segmentation"|"bbox"}`` (a COCO *results* list)
+``labelme``        object with a ``shapes`` list and no ``tracks``
+CVAT REST JSON     ``{"version", "tags", "shapes", "tracks"}`` or ``{"task"|"job": {id: ...}}``:
+                   refused — it names labels by database id and has no frame sizes or image
+                   names, so nothing correct can be made of it on its own
+CVAT REST list     ``{"count", "next", "previous", "results"}``: refused, not annotations
+=================  ===========================================================
+
+An explicit ``fmt`` skips detection, but a file that clearly is another format is still
+refused with both names, because reading COCO as LabelMe only produces a confusing error.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path, PurePath
+from typing import Any
+
+from smaskd.annotations.coco import read_coco, subset_from_coco_name
+from smaskd.annotations.datumaro import read_datumaro
+from smaskd.annotations.jsonload import DEFAULT_MAX_BYTES, load_json_file
+from smaskd.annotations.labelme import read_labelme
+from smaskd.errors import InputError
+from smaskd.model import Dataset
+
+__all__ = ["FORMATS", "detect_format", "read_annotation_doc", "read_annotation_file"]
+
+FORMATS = ("coco", "datumaro", "labelme")
+
+_CVAT_REST = (
+    "this is CVAT's REST API annotations JSON (tags/shapes/tracks per task or job); it names "
+    "labels only by database id and has no image names or frame sizes, so it cannot be "
+    "converted on its own. Export the task from CVAT as 'Datumaro 1.0' or 'COCO 1.0' instead"
+)
+_CVAT_LIST = (
+    "this is a CVAT REST API listing (count/next/previous/results, e.g. labels, tasks or "
+    "jobs), not annotations"
+)
+_UNKNOWN = (
+    "unrecognised annotation JSON: expected COCO instances (images/annotations/categories), "
+    "a COCO results list, Datumaro JSON (items/categories) or LabelMe JSON (shapes/imagePath)"
+)
+
+
+def _is_cvat_annotations(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("shapes"), list) and (
+        "tracks" in value or ("tags" in value and "imagePath" not in value)
+    )
+
+
+def _sniff(doc: Any) -> str:
+    """One of FORMATS, or 'cvat-rest', 'cvat-list', 'empty-list', 'unknown'."""
+    if isinstance(doc, list):
+        if not doc:
+            return "empty-list"
+        first = doc[0]
+        if isinstance(first, dict) and "image_id" in first and (
+            "segmentation" in first or "bbox" in first
+        ):
+            return "coco"
+        return "unknown"
+    if not isinstance(doc, dict):
+        return "unknown"
+    if _is_cvat_annotations(doc):
+        return "cvat-rest"
+    if isinstance(doc.get("items"), list) and "images" not in doc and "shapes" not in doc:
+        return "datumaro"
+    if isinstance(doc.get("images"), list) and "shapes" not in doc:
+        return "coco"
+    if isinstance(doc.get("shapes"), list):
+        return "labelme"
+    tables = [doc.get(k) for k in ("task", "job") if k in doc]
+    if tables and set(doc) <= {"task", "job"} and all(isinstance(t, dict) for t in tables):
+        entries = [v for t in tables for v in t.values()]  # type: ignore[union-attr]
+        if entries and all(_is_cvat_annotations(v) for v in entries):
+            return "cvat-rest"
+    if {"count", "results"} <= set(doc) and isinstance(doc.get("results"), list):
+        return "cvat-list"
+    return "unknown"
+
+
+def _refusal(kind: str, doc: Any) -> str:
+    if kind == "cvat-rest":
+        return _CVAT_REST
+    if kind == "cvat-list":
+        return _CVAT_LIST
+    if kind == "empty-list":
+        return "the JSON is an empty list: no annotations to convert"
+    if not isinstance(doc, (dict, list)):
+        return f"{_UNKNOWN}; the top level is not an object but {type(doc).__name__}"
+    return _UNKNOWN
+
+
+def detect_format(doc: Any) -> str:
+    """``coco`` | ``datumaro`` | ``labelme`` for a parsed document; ``InputError`` otherwise."""
+    kind = _sniff(doc)
+    if kind in FORMATS:
+        return kind
+    raise InputError(_refusal(kind, doc))
+
+
+def read_annotation_doc(doc: Any, fmt: str = "auto", name: str | PurePath = "annotations.json") -> Dataset:
+    """Read an already-parsed document; ``name`` is the file name (or path) it came from.
+
+    The name only names things: errors (``name: items[3]...``), the subset of
+    ``annotations/<subset>.json`` and ``instances_<subset>.json``, and a LabelMe item without
+    ``imagePath``. It never chooses the format.
+    """
+    if fmt not in (*FORMATS, "auto"):
+        raise InputError(f"unknown annotation format {fmt!r}; expected auto|{'|'.join(FORMATS)}")
+    path = PurePath(name)
+    source = path.name or str(name)
+    kind = _sniff(doc)
+    if fmt == "auto":
+        if kind not in FORMATS:
+            raise InputError(_refusal(kind, doc), source)
+        fmt = kind
+    elif kind in FORMATS and kind != fmt:
+        raise InputError(f"format {fmt!r} was requested, but the content is {kind} JSON", source)
+    elif kind in ("cvat-rest", "cvat-list", "empty-list"):
+        raise InputError(_refusal(kind, doc), source)
+    if fmt == "coco":
+        return read_coco(doc, source, subset_from_coco_name(source))
+    if fmt == "datumaro":
+        subset = path.stem if path.parent.name == "annotations" and path.stem else "default"
+        return read_datumaro(doc, source, subset)
+    return read_labelme(doc, source, posixpath.splitext(source)[0] or "item")
+
+
+def read_annotation_file(path: Path, fmt: str = "auto", *, name: str | None = None,
+                         max_bytes: int = DEFAULT_MAX_BYTES) -> Dataset:
+    """Load ``path`` safely and read it as ``fmt`` (``auto``: decided by content).
+
+    ``name`` is the file's original name when ``path`` is a renamed copy (the daemon's claim
+    adds a job-id prefix); it is used for messages and for subsets derived from the name.
+    """
+    path = Path(path)
+    doc = load_json_file(path, max_bytes=max_bytes, name=name or path.name)
+    return read_annotation_doc(doc, fmt, name or path)

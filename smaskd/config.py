@@ -1,0 +1,398 @@
+"""YAML → typed, validated, frozen daemon configuration.
+
+One validator serves ``check-config``, start-up and SIGHUP reload, so a file that passes
+``smaskd check-config`` is exactly a file the daemon will run. The config is strict data:
+``yaml.safe_load`` only, unknown keys rejected, every error is a ``ConfigError`` whose
+``where`` is the key path (``rules[1].action``) so the user can find it without reading code.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from smaskd.convert import ConvertOptions
+from smaskd.errors import ConfigError, SmaskdError
+
+__all__ = [
+    "Config",
+    "Inbox",
+    "Match",
+    "Rule",
+    "default_config",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "parse_size",
+]
+
+OBSERVERS = ("auto", "inotify", "polling")
+ACTIONS = ("export", "import", "auto")
+KINDS = ("annotations", "masks")
+ON_CONFLICT = ("rename", "replace", "skip")
+ON_SUCCESS = ("move", "delete")
+UNMATCHED = ("fail", "leave")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib|t|tb|tib)?\s*$", re.I)
+_SIZE_UNITS = {None: 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
+               "tb": 1000**4, "tib": 1024**4}
+_HOST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Conditions of a rule; all given ones must hold (``kind`` is sniffed from content)."""
+
+    inbox: str | None = None
+    glob: str | None = None
+    regex: str | None = None
+    kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    outbox: Path
+    match: Match = Match()
+    action: str = "auto"
+    options: ConvertOptions = ConvertOptions()
+    on_conflict: str = "rename"
+    on_success: str = "move"
+    timeout: float | None = None  # None: the global job_timeout
+
+
+@dataclass(frozen=True, slots=True)
+class Inbox:
+    name: str
+    path: Path
+    observer: str = "auto"
+    settle: float | None = None  # None: 2 s local, 5 s when polling (decided at start-up)
+    rescan: float | None = None  # None: 60 s local, 15 s when polling
+    recursive: bool = False
+    done: Path | None = None  # None: <path>/done
+    failed: Path | None = None  # None: <path>/failed
+    ignore: tuple[str, ...] = ()
+    grace: float = 600.0  # how long an incomplete zip/JSON may stay "not ready"
+
+    @property
+    def done_dir(self) -> Path:
+        return self.done or self.path / "done"
+
+    @property
+    def failed_dir(self) -> Path:
+        return self.failed or self.path / "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    inboxes: tuple[Inbox, ...]
+    rules: tuple[Rule, ...]
+    state_dir: Path
+    host_id: str
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    unmatched: str = "fail"
+    job_timeout: float = 300.0
+    drain_timeout: float = 60.0
+    max_input_bytes: int = 512 * 1024**2
+    worker_memory: int | None = 4 * 1024**3  # RLIMIT_AS per worker; None: unlimited
+    file_mode: int = 0o640
+    umask: int = 0o027
+    log_level: str = "info"
+    source: Path | None = None  # the file it came from; None: the embedded default
+
+    def inbox(self, name: str) -> Inbox:
+        return next(i for i in self.inboxes if i.name == name)
+
+
+def parse_duration(value: Any, where: str) -> float:
+    """``2s``, ``500ms``, ``1.5m``, ``1h`` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ConfigError("expected a duration like 2s or 500ms", where)
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    else:
+        raise ConfigError("expected a duration like 2s or 500ms", where)
+    if seconds < 0:
+        raise ConfigError("must not be negative", where)
+    return seconds
+
+
+def parse_size(value: Any, where: str) -> int:
+    """Bytes: ``512MiB``, ``4GiB``, ``10MB`` or a plain integer."""
+    if isinstance(value, bool):
+        raise ConfigError("expected a size like 512MiB", where)
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        size = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
+    else:
+        raise ConfigError("expected a size like 512MiB or a number of bytes", where)
+    if size < 0:
+        raise ConfigError("must not be negative", where)
+    return size
+
+
+def _mode(value: Any, where: str, limit: int) -> int:
+    # YAML 1.1 reads an unquoted 0640 as the octal int 416 already; a string is parsed as octal.
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    elif isinstance(value, str) and re.fullmatch(r"0?o?[0-7]{1,4}", value.strip()):
+        mode = int(value.strip().replace("o", ""), 8)
+    else:
+        raise ConfigError('expected an octal mode like "0640"', where)
+    if not 0 <= mode <= limit:
+        raise ConfigError(f"expected an octal mode up to {limit:o}", where)
+    return mode
+
+
+class _Reader:
+    """Typed access to one mapping of the YAML that remembers its key path."""
+
+    def __init__(self, data: Any, where: str, known: set[str]) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"expected a mapping, got {type(data).__name__}", where or "(top)")
+        for key in data:
+            if key not in known:
+                raise ConfigError(f"unknown key; expected one of {', '.join(sorted(known))}",
+                                  _join(where, str(key)))
+        self.data = data
+        self.where = where
+
+    def path(self, key: str) -> str:
+        return _join(self.where, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.data.get(key, default)
+        return default if value is None else value
+
+    def str(self, key: str, default: str | None = None, choices: tuple[str, ...] = ()) -> str | None:
+        value = self.get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise ConfigError("expected a non-empty string", self.path(key))
+        if choices and value not in choices:
+            raise ConfigError(f"expected {'|'.join(choices)}", self.path(key))
+        return value
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self.get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError("expected true or false", self.path(key))
+        return value
+
+    def abspath(self, key: str, required: bool = False) -> Path | None:
+        value = self.get(key)
+        if value is None:
+            if required:
+                raise ConfigError("required", self.path(key))
+            return None
+        if not isinstance(value, str) or not value:
+            raise ConfigError("expected a path", self.path(key))
+        path = Path(os.path.expanduser(value))
+        if not path.is_absolute():
+            raise ConfigError(f"expected an absolute path, got {value!r}", self.path(key))
+        return Path(os.path.normpath(path))
+
+    def opt(self, key: str, parse: Callable[[Any, str], Any], default: Any = None) -> Any:
+        value = self.data.get(key)
+        return default if value is None else parse(value, self.path(key))
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _items(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"expected a list, got {type(value).__name__}", where)
+    return value
+
+
+def _inbox(data: Any, where: str) -> Inbox:
+    r = _Reader(data, where, {"name", "path", "observer", "settle", "rescan", "recursive", "done",
+                              "failed", "ignore", "grace"})
+    name = r.str("name")
+    if name is None:
+        raise ConfigError("required", r.path("name"))
+    ignore = _items(r.get("ignore"), r.path("ignore"))
+    for i, pattern in enumerate(ignore):
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError("expected a glob string", f"{r.path('ignore')}[{i}]")
+    return Inbox(
+        name=name,
+        path=r.abspath("path", required=True),  # type: ignore[arg-type]
+        observer=r.str("observer", "auto", OBSERVERS),  # type: ignore[arg-type]
+        settle=r.opt("settle", parse_duration),
+        rescan=r.opt("rescan", parse_duration),
+        recursive=r.bool("recursive", False),
+        done=r.abspath("done"),
+        failed=r.abspath("failed"),
+        ignore=tuple(ignore),
+        grace=r.opt("grace", parse_duration, 600.0),
+    )
+
+
+def _rule(data: Any, where: str, index: int) -> Rule:
+    r = _Reader(data, where, {"name", "match", "action", "options", "outbox", "on_conflict",
+                              "on_success", "timeout"})
+    m = _Reader(r.get("match", {}), r.path("match"), {"inbox", "glob", "regex", "kind"})
+    regex = m.str("regex")
+    if regex is not None:
+        try:
+            re.compile(regex)
+        except re.error as e:
+            raise ConfigError(f"regex does not compile: {e}", m.path("regex")) from None
+    glob = m.str("glob")
+    if glob is not None:
+        fnmatch.translate(glob)
+    options_raw = r.get("options", {})
+    if not isinstance(options_raw, dict):
+        raise ConfigError("expected a mapping", r.path("options"))
+    try:
+        options = ConvertOptions.from_mapping(options_raw, r.path("options"))
+    except SmaskdError as e:
+        raise ConfigError(e.message, e.where) from None
+    if options.labelmap is not None and not options.labelmap.is_absolute():
+        raise ConfigError("expected an absolute path", r.path("options") + ".labelmap")
+    return Rule(
+        name=r.str("name") or f"rule{index}",
+        match=Match(inbox=m.str("inbox"), glob=glob, regex=regex, kind=m.str("kind", None, KINDS)),
+        action=r.str("action", "auto", ACTIONS),  # type: ignore[arg-type]
+        options=options,
+        outbox=r.abspath("outbox", required=True),  # type: ignore[arg-type]
+        on_conflict=r.str("on_conflict", "rename", ON_CONFLICT),  # type: ignore[arg-type]
+        on_success=r.str("on_success", "move", ON_SUCCESS),  # type: ignore[arg-type]
+        timeout=r.opt("timeout", parse_duration),
+    )
+
+
+def default_host_id() -> str:
+    """The host name reduced to a safe folder name (claims live in processing/<host-id>/)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).strip(".-") or "localhost"
+    return name[:64]
+
+
+def default_state_dir(embedded: bool) -> Path:
+    """systemd's ``$STATE_DIRECTORY`` first; the embedded default keeps state beside the folders."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    if embedded:
+        return Path.cwd() / ".smaskd-state"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "smaskd"
+
+
+def parse_config(data: Any, source: Path | None = None) -> Config:
+    """Validate a ``yaml.safe_load`` result into a ``Config`` (or raise ``ConfigError``)."""
+    r = _Reader({} if data is None else data, "", {
+        "workers", "state_dir", "host_id", "inboxes", "rules", "unmatched", "job_timeout",
+        "drain_timeout", "max_input_bytes", "worker_memory", "file_mode", "umask", "log_level"})
+    workers = r.get("workers", os.cpu_count() or 1)
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 256:
+        raise ConfigError("expected an integer from 1 to 256", "workers")
+    host_id = r.str("host_id") or default_host_id()
+    if not _HOST_ID.match(host_id):
+        raise ConfigError("expected letters, digits, '.', '_' or '-' (a folder name)", "host_id")
+    inboxes = [_inbox(d, f"inboxes[{i}]") for i, d in enumerate(_items(r.get("inboxes"), "inboxes"))]
+    if not inboxes:
+        raise ConfigError("at least one inbox is required", "inboxes")
+    rules = [_rule(d, f"rules[{i}]", i) for i, d in enumerate(_items(r.get("rules"), "rules"))]
+    memory = r.data.get("worker_memory", 4 * 1024**3)
+    config = Config(
+        inboxes=tuple(inboxes),
+        rules=tuple(rules),
+        state_dir=r.abspath("state_dir") or default_state_dir(embedded=False),
+        host_id=host_id,
+        workers=workers,
+        unmatched=r.str("unmatched", "fail", UNMATCHED),  # type: ignore[arg-type]
+        job_timeout=r.opt("job_timeout", parse_duration, 300.0),
+        drain_timeout=r.opt("drain_timeout", parse_duration, 60.0),
+        max_input_bytes=r.opt("max_input_bytes", parse_size, 512 * 1024**2),
+        worker_memory=None if memory in (None, 0) else parse_size(memory, "worker_memory"),
+        file_mode=r.opt("file_mode", lambda v, w: _mode(v, w, 0o777), 0o640),
+        umask=r.opt("umask", lambda v, w: _mode(v, w, 0o777), 0o027),
+        log_level=r.str("log_level", "info", LOG_LEVELS),  # type: ignore[arg-type]
+        source=source,
+    )
+    _check_relations(config)
+    return config
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or path.is_relative_to(folder)
+
+
+def _check_relations(config: Config) -> None:
+    """Cross-field rules: names resolve, folders do not nest in ways that would loop."""
+    names: dict[str, int] = {}
+    for i, inbox in enumerate(config.inboxes):
+        if inbox.name in names:
+            raise ConfigError(f"duplicate inbox name {inbox.name!r}", f"inboxes[{i}].name")
+        names[inbox.name] = i
+        for j, other in enumerate(config.inboxes[:i]):
+            if _inside(inbox.path, other.path) or _inside(other.path, inbox.path):
+                raise ConfigError(f"inbox folders nest with inboxes[{j}] ({other.path})",
+                                  f"inboxes[{i}].path")
+    rule_names: set[str] = set()
+    for i, rule in enumerate(config.rules):
+        if rule.name in rule_names:
+            raise ConfigError(f"duplicate rule name {rule.name!r}", f"rules[{i}].name")
+        rule_names.add(rule.name)
+        if rule.match.inbox is not None and rule.match.inbox not in names:
+            raise ConfigError(f"unknown inbox {rule.match.inbox!r}; expected one of "
+                              f"{', '.join(names)}", f"rules[{i}].match.inbox")
+        for inbox in config.inboxes:
+            if _inside(rule.outbox, inbox.path):
+                raise ConfigError(f"outbox is inside inbox {inbox.name!r} ({inbox.path}): "
+                                  "results would be picked up again", f"rules[{i}].outbox")
+    for inbox in config.inboxes:
+        if _inside(config.state_dir, inbox.path):
+            raise ConfigError(f"state_dir is inside inbox {inbox.name!r}", "state_dir")
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate a YAML file; every failure is a ``ConfigError`` (exit 78)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("no such file", str(path)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read: {e}", str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"not valid YAML: {getattr(e, 'problem', None) or e}", where) from None
+    try:
+        return parse_config(data, source=path.resolve())
+    except ConfigError as e:
+        e.add_note(f"in {path}")
+        raise
+
+
+def default_config(host_id: str | None = None) -> Config:
+    """The embedded default: ``./inbox`` → ``./outbox``, action ``auto``, state beside them."""
+    cwd = Path.cwd()
+    return Config(
+        inboxes=(Inbox(name="inbox", path=cwd / "inbox"),),
+        rules=(Rule(name="auto", outbox=cwd / "outbox", action="auto"),),
+        state_dir=default_state_dir(embedded=True),
+        host_id=host_id or default_host_id(),
+    )

@@ -1,0 +1,190 @@
+"""watchdog observers as *hints*: an event only says "rescan this inbox soon".
+
+Why hints only: events come early (created before the writer finished), twice, or never
+(inotify overflow; writes by another host on NFS/SMB). The intake's scan is the truth. The
+handler is O(1), never raises (an exception kills watchdog's dispatcher thread for good) and
+never blocks; the main loop checks the observers every tick and rebuilds a dead one.
+``observer: auto`` polls where inotify is blind: inboxes on nfs, cifs, smb3 or fuse mounts.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from smaskd.config import Inbox
+from smaskd.daemon.mounts import fs_type, is_network_fs
+
+__all__ = ["Hints", "Watcher", "choose_observer"]
+
+_NOT_HINTS = frozenset({"modified", "opened", "closed_no_write", "attrib", "deleted"})
+OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
+
+
+def choose_observer(inbox: Inbox, mountinfo: str | None = None) -> tuple[str, str]:
+    """(inotify|polling, fs type) for an inbox."""
+    kind = fs_type(inbox.path, mountinfo)
+    if inbox.observer != "auto":
+        return inbox.observer, kind
+    return ("polling" if is_network_fs(kind) else "inotify"), kind
+
+
+class Hints:
+    """Dirty inbox names, filled by observer threads, drained by the main loop.
+
+    A self-pipe wakes the main loop's ``wait()`` at once, so a dropped file is looked at
+    within one tick instead of at the next timer.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dirty: set[str] = set()
+        self._all = False
+        self.read_fd, self._write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def mark(self, name: str | None) -> None:
+        with self._lock:
+            if name is None:
+                self._all = True
+            else:
+                self._dirty.add(name)
+        try:
+            os.write(self._write_fd, b"!")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop is awake anyway
+
+    def take(self) -> tuple[set[str], bool]:
+        try:
+            while os.read(self.read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self._lock:
+            dirty, everything = self._dirty, self._all
+            self._dirty, self._all = set(), False
+        return dirty, everything
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+        os.close(self._write_fd)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, inbox: Inbox, hints: Hints) -> None:
+        self.inbox, self.hints = inbox, hints
+        self.own = str(inbox.path / ".smaskd")
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        try:
+            if event.event_type in _NOT_HINTS:
+                return
+            path = os.fsdecode(getattr(event, "dest_path", "") or event.src_path)
+            if path.startswith(self.own):
+                return
+            self.hints.mark(self.inbox.name)
+        except BaseException:  # noqa: BLE001 - an escaping exception kills the observer thread
+            pass
+
+
+class _OverflowHandler(logging.Handler):
+    """watchdog logs, but does not replay, an inotify queue overflow: rescan everything."""
+
+    def __init__(self, hints: Hints) -> None:
+        super().__init__(logging.WARNING)
+        self.hints = hints
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if "overflow" in record.getMessage().lower():
+                self.hints.mark(None)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class Watcher:
+    """One inotify observer and one polling observer shared by all inboxes."""
+
+    def __init__(self, inboxes: tuple[Inbox, ...], hints: Hints, log: Any) -> None:
+        self.inboxes, self.hints, self.log = inboxes, hints, log
+        self.modes: dict[str, str] = {}
+        self.observers: dict[str, Any] = {}
+        self._overflow = _OverflowHandler(hints)
+
+    def start(self) -> None:
+        logging.getLogger(OVERFLOW_LOGGER).addHandler(self._overflow)
+        for inbox in self.inboxes:
+            mode, kind = choose_observer(inbox)
+            if mode == "inotify":
+                try:
+                    self._schedule("inotify", inbox)
+                except OSError as e:
+                    if e.errno not in (errno.ENOSPC, errno.EMFILE):
+                        raise
+                    self.log.warning("observer.fallback", inbox=inbox.name, reason=str(e))
+                    mode = "polling"
+            if mode == "polling":
+                self._schedule("polling", inbox)
+            self.modes[inbox.name] = mode
+            self.log.info("observer.started", inbox=inbox.name, path=str(inbox.path),
+                          observer=mode, fs_type=kind)
+
+    def _observer(self, mode: str) -> Any:
+        if mode not in self.observers:
+            if mode == "polling":
+                obs = PollingObserver(timeout=min(self.settle_hint(), 2.0))
+            else:
+                obs = Observer()
+            obs.daemon = True
+            obs.start()
+            self.observers[mode] = obs
+        return self.observers[mode]
+
+    def settle_hint(self) -> float:
+        settles = [i.settle for i in self.inboxes if i.settle]
+        return max(0.2, min(settles)) if settles else 1.0
+
+    def _schedule(self, mode: str, inbox: Inbox) -> None:
+        self._observer(mode).schedule(_Handler(inbox, self.hints), str(inbox.path),
+                                      recursive=inbox.recursive)
+
+    def healthy(self) -> bool:
+        return all(obs.is_alive() for obs in self.observers.values())
+
+    def check(self) -> bool:
+        """Rebuild dead observers (watchdog issues #427/#793); False if that failed."""
+        if self.healthy():
+            return True
+        self.log.error("observer.dead", observers=[m for m, o in self.observers.items()
+                                                   if not o.is_alive()])
+        self.stop()
+        try:
+            self.start()
+        except OSError as e:
+            self.log.error("observer.rebuild_failed", error=str(e))
+            return False
+        self.hints.mark(None)
+        return True
+
+    def stop(self) -> None:
+        logging.getLogger(OVERFLOW_LOGGER).removeHandler(self._overflow)
+        for obs in self.observers.values():
+            try:
+                obs.stop()
+            except Exception:  # noqa: BLE001 - stopping a dead observer may raise
+                pass
+        for obs in self.observers.values():
+            if obs.is_alive():
+                obs.join(timeout=2)
+        self.observers.clear()
+
+    @staticmethod
+    def root_missing(inbox: Inbox) -> bool:
+        return not Path(inbox.path).is_dir()

@@ -1,0 +1,325 @@
+"""Worker processes: one ``spawn``ed process per job, supervised by the daemon's main loop.
+
+Why one process per job: a worker that segfaults, is OOM-killed or hangs must fail only its
+own job. ``ProcessPoolExecutor`` turns one abrupt death into ``BrokenProcessPool`` for every
+job and cannot kill a job that runs too long; a process per job can be SIGTERMed/SIGKILLed
+alone, and its start-up cost is small next to rasterising a dataset. ``spawn`` (never
+``fork``) because watchdog threads live in the parent. A worker dies with its parent
+(``PR_SET_PDEATHSIG`` plus a parent-pid check), so an orphan never keeps writing.
+
+The worker is a pure ``run_job``: it reads the claimed input and writes the result to a
+staging name in the outbox; the parent owns the journal, renames and the summary log line.
+It sends its structlog events back over the pipe so they land in the job's log file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import signal
+import stat
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from smaskd.convert import ConvertOptions
+
+__all__ = ["JobSpec", "Outcome", "Supervisor", "describe_error", "worker_main"]
+
+KILL_GRACE = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """Everything a worker needs, picklable; nothing else crosses the boundary."""
+
+    job_id: str
+    rule: str
+    input_name: str
+    src: str
+    staging: str
+    action: str  # resolved: export | import
+    options: ConvertOptions
+    attempt: int
+    memory_limit: int | None
+    parent_pid: int
+
+
+@dataclass(slots=True)
+class Outcome:
+    job_id: str
+    status: str  # ok | error | crash | timeout
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    sha256: str | None = None
+    exitcode: int | None = None
+    duration: float = 0.0
+
+    @property
+    def reason(self) -> str:
+        if self.status == "timeout":
+            return "timeout"
+        if self.status == "crash":
+            if self.exitcode is not None and self.exitcode < 0:
+                return f"worker crashed (signal {-self.exitcode})"
+            return f"worker crashed (exit status {self.exitcode})"
+        return (self.error or {}).get("message", "")
+
+
+def describe_error(exc: BaseException) -> dict[str, Any]:
+    """An exception as plain data for the report (type, message, where, notes)."""
+    from smaskd.errors import SmaskdError
+
+    if isinstance(exc, MemoryError):
+        return {"type": "MemoryError", "class": "limit",
+                "message": "worker memory limit (RLIMIT_AS) exceeded", "where": None}
+    data: dict[str, Any] = {
+        "type": type(exc).__name__,
+        "message": exc.message if isinstance(exc, SmaskdError) else str(exc),
+        "where": getattr(exc, "where", None),
+        "notes": list(getattr(exc, "__notes__", [])),
+        "class": "input" if isinstance(exc, SmaskdError) else "internal",
+    }
+    if not isinstance(exc, SmaskdError):
+        data["traceback"] = "".join(traceback.format_exception(exc))[-16384:]
+    return data
+
+
+# ---------------------------------------------------------------- in the worker process
+
+def _die_with_parent(parent_pid: int) -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:  # belt and braces where prctl is unavailable
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def _limit_memory(limit: int | None) -> None:
+    if not limit:
+        return
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _configure_events(conn: Connection) -> Any:
+    import logging
+
+    import structlog
+
+    def send(logger: Any, method: str, event_dict: dict[str, Any]) -> Any:
+        event_dict.setdefault("level", method)
+        event_dict["logger"] = "smaskd.worker"
+        conn.send(("event", {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict))
+                                  else str(v)) for k, v in event_dict.items()}))
+        raise structlog.DropEvent
+
+    structlog.configure(
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True), send],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        cache_logger_on_first_use=False,
+    )
+    return structlog.get_logger("smaskd.worker")
+
+
+def _faults(name: str) -> list[list[str]]:
+    """Test-only fault injection from ``SMASKD_FAULT`` (comma-separated directives)."""
+    spec = os.environ.get("SMASKD_FAULT", "")
+    return [d.split(":") for d in spec.split(",") if d and (len(d.split(":")) < 2 or d.split(":")[1] in name)]
+
+
+def _hash(path: str) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            from smaskd.errors import InputError
+
+            raise InputError("not a regular file", os.path.basename(path))
+        while chunk := os.read(fd, 1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), size
+
+
+def worker_main(spec: JobSpec, conn: Connection) -> None:
+    """Entry point of a spawned worker: convert one file, report over ``conn``, exit."""
+    _die_with_parent(spec.parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
+    try:
+        _limit_memory(spec.memory_limit)
+        log = _configure_events(conn)
+        import structlog
+
+        structlog.contextvars.bind_contextvars(job_id=spec.job_id, rule=spec.rule,
+                                               input=spec.input_name, attempt=spec.attempt)
+        log.debug("worker.start", pid=os.getpid(), action=spec.action)
+        sha256, size = _hash(spec.src)
+        conn.send(("sha256", sha256))
+        log.debug("input.hashed", sha256=sha256, size=size)
+        fake = False
+        for directive in _faults(spec.input_name):
+            if directive[0] == "worker_crash":
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif directive[0] == "worker_sleep":
+                time.sleep(float(directive[2]) if len(directive) > 2 else 3600)
+            elif directive[0] == "fake_convert":
+                fake = True
+        started = time.monotonic()
+        if fake:
+            Path(spec.staging).write_bytes(Path(spec.src).read_bytes())
+            result: dict[str, Any] = {"action": spec.action, "items": 1, "instances": 1,
+                                      "labels": 1, "warnings": ["fake_convert (test fault)"]}
+        else:
+            from smaskd.convert import convert_file
+
+            res = convert_file(Path(spec.src), Path(spec.staging), spec.action, spec.options)
+            result = {"action": res.action, "items": res.items, "instances": res.instances,
+                      "labels": res.labels, "warnings": list(res.warnings)}
+        result["convert_ms"] = round((time.monotonic() - started) * 1000, 1)
+        for warning in result["warnings"]:
+            log.warning("convert.warning", warning=warning)
+        log.debug("convert.done", **{k: v for k, v in result.items() if k != "warnings"})
+        conn.send(("result", result))
+    except BaseException as e:  # noqa: BLE001 - every failure becomes data for the report
+        try:
+            conn.send(("error", describe_error(e)))
+        except Exception:
+            os._exit(3)
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------- in the daemon
+
+@dataclass(slots=True)
+class _Running:
+    spec: JobSpec
+    process: Any
+    conn: Connection
+    started: float
+    deadline: float
+    outcome: Outcome
+    term_sent: float | None = None
+    closed: bool = False
+
+
+class Supervisor:
+    """Starts, watches and (on timeout or shutdown) kills the per-job worker processes."""
+
+    def __init__(self, kill_grace: float = KILL_GRACE) -> None:
+        self.ctx = multiprocessing.get_context("spawn")
+        self.kill_grace = kill_grace
+        self.running: dict[str, _Running] = {}
+
+    def __len__(self) -> int:
+        return len(self.running)
+
+    def start(self, spec: JobSpec, timeout: float) -> int:
+        recv, send = self.ctx.Pipe(duplex=False)
+        process = self.ctx.Process(target=worker_main, args=(spec, send), daemon=True,
+                                   name=f"smaskd-job-{spec.job_id}")
+        process.start()
+        send.close()  # the child has its copy; EOF on recv then means the child is gone
+        now = time.monotonic()
+        self.running[spec.job_id] = _Running(spec, process, recv, now, now + timeout,
+                                             Outcome(spec.job_id, "crash"))
+        return process.pid
+
+    def waitables(self) -> list[Any]:
+        items: list[Any] = []
+        for run in self.running.values():
+            items.append(run.process.sentinel)
+            if not run.closed:
+                items.append(run.conn)
+        return items
+
+    def _drain(self, run: _Running) -> None:
+        while not run.closed:
+            try:
+                if not run.conn.poll():
+                    return
+                kind, payload = run.conn.recv()
+            except (EOFError, OSError):
+                run.closed = True
+                run.conn.close()
+                return
+            if kind == "event":
+                run.outcome.events.append(payload)
+            elif kind == "sha256":
+                run.outcome.sha256 = payload
+            elif kind == "result":
+                run.outcome.result = payload
+            elif kind == "error":
+                run.outcome.error = payload
+
+    def poll(self) -> list[Outcome]:
+        """Collect events; return the outcomes of workers that ended; enforce timeouts."""
+        now = time.monotonic()
+        done = []
+        for job_id, run in list(self.running.items()):
+            self._drain(run)
+            if run.process.exitcode is None:
+                if run.term_sent is None and now >= run.deadline:
+                    run.outcome.status = "timeout"
+                    run.term_sent = now
+                    run.process.terminate()
+                elif run.term_sent is not None and now - run.term_sent >= self.kill_grace:
+                    run.process.kill()
+                continue
+            self._drain(run)
+            run.process.join()
+            out = run.outcome
+            out.exitcode = run.process.exitcode
+            out.duration = now - run.started
+            if out.status != "timeout":
+                out.status = "ok" if out.result else "error" if out.error else "crash"
+            if not run.closed:
+                run.conn.close()
+            run.process.close()
+            del self.running[job_id]
+            done.append(out)
+        return done
+
+    def events_so_far(self, job_id: str) -> list[dict[str, Any]]:
+        run = self.running.get(job_id)
+        return run.outcome.events if run else []
+
+    def stop_all(self, grace: float = KILL_GRACE) -> list[str]:
+        """SIGTERM every worker, SIGKILL after ``grace``; return the interrupted job ids."""
+        ids = list(self.running)
+        for run in self.running.values():
+            if run.process.exitcode is None:
+                run.process.terminate()
+        deadline = time.monotonic() + grace
+        for run in self.running.values():
+            run.process.join(max(0.0, deadline - time.monotonic()))
+            if run.process.exitcode is None:
+                run.process.kill()
+                run.process.join()
+            if not run.closed:
+                run.conn.close()
+        self.running.clear()
+        return ids
