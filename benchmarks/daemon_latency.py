@@ -78,6 +78,9 @@ def small_doc(n: int) -> bytes:
     return json.dumps(doc).encode()
 
 
+WALL: dict[str, float] = {}  # input name -> time.time() of its rename into the inbox
+
+
 def drop(inbox: Path, name: str, data: bytes) -> float:
     """Write to a hidden temp name, fsync, rename in; returns the time of the rename."""
     tmp = inbox / f".{name}.tmp"
@@ -86,7 +89,40 @@ def drop(inbox: Path, name: str, data: bytes) -> float:
         f.flush()
         os.fsync(f.fileno())
     os.rename(tmp, inbox / name)
+    WALL[name] = time.time()
     return time.perf_counter()
+
+
+def _ts(s: str) -> float:
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def breakdown(outbox: Path, prefix: str) -> dict:
+    """Split each job's latency using the job logs: drop→claim, claim→worker start,
+    worker (convert + publish), job.done→seen by us."""
+    parts: dict[str, list[float]] = {"drop_to_claim": [], "claim_to_worker_start": [],
+                                     "convert": [], "worker_total": [], "queue": []}
+    for log in outbox.glob(prefix + "*.log.jsonl"):
+        ev = {}
+        for line in log.read_text().splitlines():
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            ev.setdefault(e.get("event"), e)
+        name = log.name[: -len(".log.jsonl")] + ".json"
+        if name not in WALL or "job.claimed" not in ev or "job.done" not in ev:
+            continue
+        parts["drop_to_claim"].append(_ts(ev["job.claimed"]["timestamp"]) - WALL[name])
+        if "worker.start" in ev:
+            parts["claim_to_worker_start"].append(
+                _ts(ev["worker.start"]["timestamp"]) - _ts(ev["job.claimed"]["timestamp"]))
+        done = ev["job.done"]
+        for key, field in (("convert", "convert_ms"), ("worker_total", "worker_ms"), ("queue", "queue_ms")):
+            if isinstance(done.get(field), (int, float)):
+                parts[key].append(done[field] / 1000)
+    return {k: {"p50_ms": pct([x * 1000 for x in v], 50), "p95_ms": pct([x * 1000 for x in v], 95)}
+            for k, v in parts.items() if v}
 
 
 class NotifyListener:
@@ -273,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
                                 **summary(list(got.values()))}
         print("throughput: " + json.dumps({k: round(v, 2) for k, v in result["throughput"].items()}),
               flush=True)
+        result["latency_breakdown"] = breakdown(outbox, "lat")
+        result["throughput_breakdown"] = breakdown(outbox, "tp")
+        print("breakdown (one at a time): " + json.dumps(
+            {k: {kk: round(vv) for kk, vv in v.items()} for k, v in result["latency_breakdown"].items()}),
+            flush=True)
         failed = list((inbox / "failed").glob("*")) if (inbox / "failed").exists() else []
         result["failed_inputs"] = len([f for f in failed if not f.name.endswith(".error.json")])
     except Exception as e:
@@ -310,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
         if tp:
             print(f"| {tp['files']} dropped at once | {tp['done']} | {tp['p50_ms']:.0f} | {tp['p95_ms']:.0f} "
                   f"| {tp['max_ms']:.0f} | {tp['files_per_s']:.1f} |")
+        br = result.get("latency_breakdown", {})
+        if br:
+            print("\none at a time, from the job logs: "
+                  + ", ".join(f"{k} p50 {v['p50_ms']:.0f} ms" for k, v in br.items()))
         print(f"\ndaemon tree RSS peak {result['daemon_tree_rss_mb']:.0f} MB; "
               f"stopped in {result['stop_s']:.2f} s with rc {result['daemon_rc']}")
     print(f"results: {out}")

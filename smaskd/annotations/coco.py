@@ -118,8 +118,8 @@ def parse_rle(value: Any, at: At) -> RleMask:
     size = expect_list(rle.get("size"), at.key("size"))
     if len(size) != 2:
         raise at.key("size").error(f"expected [height, width], got {len(size)} values")
-    height = expect_int(size[0], at.key("size").index(0), 0)
-    width = expect_int(size[1], at.key("size").index(1), 0)
+    height = expect_int(size[0], at.key("size").index(0), 1)
+    width = expect_int(size[1], at.key("size").index(1), 1)
     check_frame_size(height, width, at.key("size"))
     counts_at = at.key("counts")
     raw = rle.get("counts")
@@ -158,8 +158,10 @@ def _shapes(ann: dict, at: At) -> list[Box | Polygon | RleMask]:
         if rings and not isinstance(rings[0], list):
             raise seg_at.error("expected a list of polygons [[x1, y1, ...], ...] or an RLE object")
         if rings:
-            return [Polygon(expect_numbers(r, seg_at.index(i), multiple_of=2, minimum=6))
-                    for i, r in enumerate(rings)]
+            return [
+                Polygon(expect_numbers(r, seg_at.index(i), multiple_of=2, minimum=6))
+                for i, r in enumerate(rings)
+            ]
     if ann.get("bbox") is None:
         raise at.error("annotation has neither a segmentation nor a bbox")
     x, y, w, h = expect_numbers(ann["bbox"], at.key("bbox"), count=4)
@@ -192,12 +194,18 @@ def _append(item: Item, ann: dict, label: int, at: At) -> None:
     attrs = _attributes(ann, at)
     group = item.annotations[-1].group + 1 if item.annotations else 1  # all groups come from here
     for shape in shapes:
-        if isinstance(shape, RleMask) and item.height is not None and (
-            (shape.height, shape.width) != (item.height, item.width)
+        if (
+            isinstance(shape, RleMask)
+            and item.height is not None
+            and ((shape.height, shape.width) != (item.height, item.width))
         ):
-            raise at.key("segmentation").key("size").error(
-                f"RLE size {shape.height}x{shape.width} differs from the image size "
-                f"{item.height}x{item.width} (h x w)"
+            raise (
+                at.key("segmentation")
+                .key("size")
+                .error(
+                    f"RLE size {shape.height}x{shape.width} differs from the image size "
+                    f"{item.height}x{item.width} (h x w)"
+                )
             )
         item.annotations.append(Annotation(shape, label, 0, group, ann_id, dict(attrs)))
 
@@ -242,8 +250,14 @@ def _read_images(doc: dict, root: At, subset: str) -> tuple[list[Item], dict[Any
         item_id = posixpath.splitext(file_name)[0]
         if not item_id:
             raise at.key("file_name").error("empty file name")
-        height = expect_int(img["height"], at.key("height"), 1) if img.get("height") is not None else None
-        width = expect_int(img["width"], at.key("width"), 1) if img.get("width") is not None else None
+        height = (
+            expect_int(img["height"], at.key("height"), 1)
+            if img.get("height") is not None
+            else None
+        )
+        width = (
+            expect_int(img["width"], at.key("width"), 1) if img.get("width") is not None else None
+        )
         if (height is None) != (width is None):
             raise at.error("image has only one of width and height")
         if height is not None and width is not None:
@@ -311,6 +325,8 @@ def _read_results(doc: list, root: At) -> Dataset:
                 f"COCO results list: image {item.id} has only polygons or boxes, and a results "
                 "list gives frame sizes only through RLE masks; use a COCO instances file"
             )
-    warning = ("COCO results list: there are no category names or image files; items are named "
-               "by image_id and labels by category_id")
+    warning = (
+        "COCO results list: there are no category names or image files; items are named "
+        "by image_id and labels by category_id"
+    )
     return Dataset(labels, list(items.values()), "coco-results", [warning])

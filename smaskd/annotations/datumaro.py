@@ -112,7 +112,9 @@ def _rotation(attrs: dict, at: At) -> float:
 
 def _shape(kind: str, ann: dict, attrs: dict, at: At) -> Shape:
     if kind == "polygon":
-        return Polygon(expect_numbers(ann.get("points"), at.key("points"), multiple_of=2, minimum=6))
+        return Polygon(
+            expect_numbers(ann.get("points"), at.key("points"), multiple_of=2, minimum=6)
+        )
     if kind == "bbox":
         x, y, w, h = expect_numbers(ann.get("bbox"), at.key("bbox"), count=4)
         return Box(x, y, w, h, _rotation(attrs, at))
@@ -122,7 +124,9 @@ def _shape(kind: str, ann: dict, attrs: dict, at: At) -> Shape:
     if kind == "mask":
         return parse_rle(ann.get("rle"), at.key("rle"))
     if kind in ("polyline", "points"):
-        return NonMask(_NON_MASK[kind], expect_numbers(ann.get("points"), at.key("points"), multiple_of=2))
+        return NonMask(
+            _NON_MASK[kind], expect_numbers(ann.get("points"), at.key("points"), multiple_of=2)
+        )
     if kind in _NON_MASK:
         return NonMask(_NON_MASK[kind])
     raise at.key("type").error(f"unsupported annotation type {kind!r}; known: {', '.join(_KNOWN)}")
@@ -183,8 +187,10 @@ def _item(entry: Any, at: At, default_subset: str, n_labels: int, warnings: list
     for i, ann in enumerate(expect_list(entry.get("annotations") or [], anns_at)):
         a = _annotation(ann, anns_at.index(i), n_labels)
         shape = a.shape
-        if isinstance(shape, RleMask) and height is not None and (
-            (shape.height, shape.width) != (height, width)
+        if (
+            isinstance(shape, RleMask)
+            and height is not None
+            and ((shape.height, shape.width) != (height, width))
         ):
             warnings.append(
                 f"{anns_at.index(i).within(f'annotation id {a.id}')}: mask RLE size "
@@ -206,8 +212,10 @@ def read_datumaro(doc: Any, source: str, default_subset: str = "default") -> Dat
     for i, entry in enumerate(expect_list(doc.get("items"), items_at)):
         item = _item(entry, items_at.index(i), default_subset, len(labels), warnings)
         if (item.subset, item.id) in seen:
-            raise items_at.index(i).key("id").error(
-                f"item {item.id!r} appears twice in subset {item.subset!r}"
+            raise (
+                items_at.index(i)
+                .key("id")
+                .error(f"item {item.id!r} appears twice in subset {item.subset!r}")
             )
         seen.add((item.subset, item.id))
         items.append(item)

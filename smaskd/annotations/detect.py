@@ -51,8 +51,10 @@ _UNKNOWN = (
 
 
 def _is_cvat_annotations(value: Any) -> bool:
-    return isinstance(value, dict) and isinstance(value.get("shapes"), list) and (
-        "tracks" in value or ("tags" in value and "imagePath" not in value)
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("shapes"), list)
+        and ("tracks" in value or ("tags" in value and "imagePath" not in value))
     )
 
 
@@ -62,8 +64,10 @@ def _sniff(doc: Any) -> str:
         if not doc:
             return "empty-list"
         first = doc[0]
-        if isinstance(first, dict) and "image_id" in first and (
-            "segmentation" in first or "bbox" in first
+        if (
+            isinstance(first, dict)
+            and "image_id" in first
+            and ("segmentation" in first or "bbox" in first)
         ):
             return "coco"
         return "unknown"
@@ -107,7 +111,9 @@ def detect_format(doc: Any) -> str:
     raise InputError(_refusal(kind, doc))
 
 
-def read_annotation_doc(doc: Any, fmt: str = "auto", name: str | PurePath = "annotations.json") -> Dataset:
+def read_annotation_doc(
+    doc: Any, fmt: str = "auto", name: str | PurePath = "annotations.json"
+) -> Dataset:
     """Read an already-parsed document; ``name`` is the file name (or path) it came from.
 
     The name only names things: errors (``name: items[3]...``), the subset of
@@ -135,8 +141,9 @@ def read_annotation_doc(doc: Any, fmt: str = "auto", name: str | PurePath = "ann
     return read_labelme(doc, source, posixpath.splitext(source)[0] or "item")
 
 
-def read_annotation_file(path: Path, fmt: str = "auto", *, name: str | None = None,
-                         max_bytes: int = DEFAULT_MAX_BYTES) -> Dataset:
+def read_annotation_file(
+    path: Path, fmt: str = "auto", *, name: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Dataset:
     """Load ``path`` safely and read it as ``fmt`` (``auto``: decided by content).
 
     ``name`` is the file's original name when ``path`` is a renamed copy (the daemon's claim

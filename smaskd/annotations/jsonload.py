@@ -61,8 +61,12 @@ _BOMS = (
 _CONSTANT = re.compile(rb"-?(?:NaN|Infinity)")
 
 
-def load_json_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES,
-                   max_depth: int = DEFAULT_MAX_DEPTH, name: str | None = None) -> Any:
+def load_json_file(
+    path: Path,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    name: str | None = None,
+) -> Any:
     """Read and parse ``path``, refusing files over ``max_bytes`` before reading them."""
     source = name or Path(path).name
     try:
@@ -102,12 +106,14 @@ def load_json_bytes(data: bytes, source: str = "JSON", max_depth: int = DEFAULT_
     try:
         return json.loads(text, parse_constant=refuse_constant)
     except _ConstantError as e:
+        place = _locate_constant(body, quotes)
         raise InputError(
-            f"{e.args[0]} is not valid JSON (only finite numbers are allowed){_locate_constant(body, quotes)}",
-            source,
+            f"{e.args[0]} is not valid JSON (only finite numbers are allowed){place}", source
         ) from None
     except json.JSONDecodeError as e:
-        raise InputError(f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", source) from None
+        raise InputError(
+            f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", source
+        ) from None
     except RecursionError:  # the depth scan should make this unreachable; never a traceback
         raise InputError(f"JSON nesting too deep (limit {max_depth})", source) from None
     except ValueError as e:  # e.g. an integer literal over sys.get_int_max_str_digits()
@@ -272,8 +278,9 @@ def expect_number(value: Any, at: At) -> float:
 _NUMERIC = {int, float}
 
 
-def expect_numbers(value: Any, at: At, count: int | None = None, multiple_of: int = 1,
-                   minimum: int = 0) -> tuple[float, ...]:
+def expect_numbers(
+    value: Any, at: At, count: int | None = None, multiple_of: int = 1, minimum: int = 0
+) -> tuple[float, ...]:
     """A flat list of numbers, checked at C speed (polygons may hold millions of them)."""
     values = expect_list(value, at)
     if values and not set(map(type, values)) <= _NUMERIC:

@@ -143,7 +143,9 @@ def read_labelme(doc: Any, source: str, fallback_id: str) -> Dataset:
             )
         pts = _points(shape.get("points"), at.key("points"))
         if kind in _POINT_COUNTS and len(pts) != _POINT_COUNTS[kind]:
-            raise at.key("points").error(f"a {kind} needs {_POINT_COUNTS[kind]} points, got {len(pts)}")
+            raise at.key("points").error(
+                f"a {kind} needs {_POINT_COUNTS[kind]} points, got {len(pts)}"
+            )
         if kind in _MIN_POINTS and len(pts) < _MIN_POINTS[kind]:
             raise at.key("points").error(
                 f"a {kind} needs at least {_MIN_POINTS[kind]} points, got {len(pts)}"
@@ -172,6 +174,6 @@ def read_labelme(doc: Any, source: str, fallback_id: str) -> Dataset:
     if "__ignore__" in labels:
         warnings.append(
             f"{source}: label '__ignore__' is labelme's ignore region; it is read as an ordinary "
-            "label (leave it out of the labelmap to paint it as background)"
+            "label (Segmentation mask has no void value; the labelmap decides how it is painted)"
         )
     return Dataset([Label(name) for name in labels], [item], "labelme", warnings)

@@ -130,9 +130,15 @@ class Intake:
     seen: dict[Path, _Seen] = field(default_factory=dict)
     left: dict[Path, Signature] = field(default_factory=dict)  # unmatched+leave / refused specials
 
-    def poll(self, now: float | None = None) -> tuple[list[Candidate], int]:
-        """Scan once: (candidates ready to claim, number still settling or not ready)."""
+    def poll(self, now: float | None = None, startup: bool = False) -> tuple[list[Candidate], int]:
+        """Scan once: (candidates ready to claim, number still settling or not ready).
+
+        At start-up a file whose mtime is already ``settle`` old counts as settled, so files
+        present before the daemon started are claimed before READY=1; later arrivals are
+        always watched for ``settle`` seconds (``cp -p``/``mv`` carry old mtimes).
+        """
         now = time.monotonic() if now is None else now
+        wall = time.time()
         ready: list[Candidate] = []
         pending = 0
         present: set[Path] = set()
@@ -143,9 +149,12 @@ class Intake:
             self.left.pop(cand.path, None)
             seen = self.seen.get(cand.path)
             if seen is None or seen.signature != cand.signature:
-                self.seen[cand.path] = _Seen(cand.signature, now)
-                pending += 1
-                continue
+                age = wall - cand.st.st_mtime_ns / 1e9
+                settled = startup and seen is None and self.settle <= age < 10 * 365 * 86400
+                seen = self.seen[cand.path] = _Seen(cand.signature, now - self.settle - 1.0 if settled else now)
+                if not settled:
+                    pending += 1
+                    continue
             if now - seen.since < self.settle:
                 pending += 1
                 continue

@@ -87,9 +87,10 @@ class Jobs:
                              mode=oct(stat.S_IFMT(cand.st.st_mode)), action="skipped, not opened")
             intake.leave(cand)
             return
-        rule = None
+        # A symlink is routed by name only (its target is never read) so its log finds an outbox.
+        rule = route(self.config, inbox.name, cand.rel,
+                     (lambda: safe_kind(cand.path)) if cand.kind == "file" else (lambda: None))
         if cand.kind == "file":
-            rule = route(self.config, inbox.name, cand.rel, lambda: safe_kind(cand.path))
             if rule is None and self.config.unmatched == "leave":
                 self.log.info("file.unmatched", inbox=inbox.name, path=cand.rel, action="left")
                 intake.leave(cand)

@@ -183,7 +183,7 @@ class Service:
                 state.next_rescan = now + state.rescan
                 self.log.debug("inbox.scan", inbox=name, reason="full" if everything else "hint")
             state.next_poll = now + state.poll
-            ready, state.pending = state.intake.poll(now)
+            ready, state.pending = state.intake.poll(now, startup=not state.scanned)
             state.scanned = True
             if not self.jobs.accepting:
                 continue

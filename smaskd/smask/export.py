@@ -41,7 +41,7 @@ import numpy as np
 
 from smaskd.errors import DataLossError, InputError
 from smaskd.model import Annotation, Dataset, Item
-from smaskd.pngio import encode_rgb_png
+from smaskd.pngio import MAX_IMAGE_PIXELS, encode_rgb_png
 from smaskd.smask.colormap import VOC_COLORMAP
 from smaskd.smask.compose import Composition, compose_item, is_segment
 from smaskd.smask.labelmap import LabelmapEntry, format_labelmap
@@ -103,11 +103,8 @@ def _plan(dataset: Dataset, lossless: bool, warnings: list[str]) -> _Plan:
         seen.add((item.id, subset))
         if lossless:
             _check_list_id(item.id)
-        if item_kind(item) == MASKS and not (
-            isinstance(item.height, int) and isinstance(item.width, int)
-            and item.height > 0 and item.width > 0
-        ):
-            raise InputError("item has mask shapes but no frame size (height/width)", item.id)
+        if item_kind(item) == MASKS:
+            _check_frame(item)
         subsets.setdefault(subset, []).append(item)
     underscored = [s for s in subsets if "_" in s]
     if underscored:
@@ -123,6 +120,17 @@ def _plan(dataset: Dataset, lossless: bool, warnings: list[str]) -> _Plan:
             if item_kind(item) == MASKS:
                 writer_of[item.id] = id(item)  # the later subset overwrites (§4.8)
     return _Plan(subsets, writer_of, {i for i, n in count.items() if n > 1})
+
+
+def _check_frame(item: Item) -> None:
+    h, w = item.height, item.width
+    ints = (int, np.integer)
+    if not (isinstance(h, ints) and isinstance(w, ints) and h > 0 and w > 0):
+        raise InputError("item has mask shapes but no frame size (height/width)", item.id)
+    if h * w > MAX_IMAGE_PIXELS:
+        raise InputError(
+            f"frame {w}x{h} exceeds the limit of {MAX_IMAGE_PIXELS} pixels per image", item.id
+        )
 
 
 def _check_list_id(item_id: str) -> None:
@@ -191,6 +199,16 @@ def _check_used_labels(out: OutputLabels, used: dict[int, str], warnings: list[s
                 "colour in --labelmap, or use --compat cvat to accept CVAT's behaviour",
                 where,
             )
+    by_color: dict[tuple, list[str]] = {}
+    for e in out.entries:
+        if e.color is not None:
+            by_color.setdefault(tuple(e.color), []).append(e.name)
+    shared = [names for names in by_color.values() if len(names) > 1]
+    if shared:
+        warnings.append(
+            "labels share a colour (re-import gives their pixels to the last one, which no mask "
+            "shape here loses to): " + "; ".join(" = ".join(map(repr, n)) for n in shared)
+        )
     wrapped = sorted(i for i in used if i > 255)
     if wrapped:
         warnings.append(

@@ -42,7 +42,10 @@ def parse_labelmap(text: str, source: str = "labelmap.txt") -> list[LabelmapEntr
         text = text[1:]
     entries: list[LabelmapEntry] = []
     seen: set[str] = set()
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    # Only \n, \r and \r\n end a line, as in CVAT's reader (str.splitlines would also split
+    # on \x0b, \x1c, \u2028 ... and so read some names differently from CVAT).
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for lineno, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

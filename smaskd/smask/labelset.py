@@ -80,7 +80,9 @@ def _fill_colors(entries: list[LabelmapEntry], why: str) -> tuple[list[LabelmapE
             e = LabelmapEntry(e.name, color, e.parts, e.actions)
         out.append(e)
     shown = ", ".join(repr(n) for n in missing[:5]) + (" ..." if len(missing) > 5 else "")
-    return out, [f"{len(missing)} label(s) had no colour {why}; gave them Pascal VOC colours: {shown}"]
+    return out, [
+        f"{len(missing)} label(s) had no colour {why}; gave them Pascal VOC colours: {shown}"
+    ]
 
 
 def _by_name(entries: list[LabelmapEntry]) -> dict[str, LabelmapEntry]:

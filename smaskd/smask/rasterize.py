@@ -8,10 +8,11 @@ the pycocotools fill truncates ``5·x + 0.5`` and one ulp decides a pixel column
 What we do differently is *where* the pixels live: the result of each shape is a
 :class:`Region`, a boolean crop of the frame holding every pixel the shape covers, so the
 compositor paints ``O(bbox)`` instead of ``O(frame)`` per shape. The crop is taken *after*
-an exact full-frame computation (the RLE's own bounding box, or a provably conservative box
-around a ``cv2.ellipse`` drawn on a full-frame canvas), never by shifting coordinates:
-the pycocotools fill is not exactly translation-invariant (truncation toward zero for
-negative coordinates, ulps of ``x + k``), so a shifted rasterisation could differ.
+an exact full-frame computation, never by shifting coordinates (the pycocotools fill is not
+translation-invariant: truncation toward zero for negative coordinates, ulps of ``x + k``):
+polygons and boxes get pycocotools' full-frame RLE, whose runs we paint straight into their
+own bounding box (no full-frame decode); ellipses are drawn by ``cv2.ellipse`` on a
+full-frame canvas and cropped to a provably conservative box around the centre.
 """
 
 from __future__ import annotations
@@ -179,7 +180,9 @@ def ellipse_region(e: Ellipse, height: int, width: int, where: str) -> Region:
     """CVAT's ``EllipsesToMasks.convert_ellipse``: ``cv2.ellipse`` with Python ``round``."""
     vals = [e.x1, e.y1, e.x2, e.y2, e.rotation]
     if not all(math.isfinite(v) for v in vals) or max(abs(v) for v in vals[:4]) > MAX_COORDINATE:
-        raise InputError(f"ellipse coordinates must be finite and within ±{MAX_COORDINATE:g}", where)
+        raise InputError(
+            f"ellipse coordinates must be finite and within ±{MAX_COORDINATE:g}", where
+        )
     cx, cy = (e.x1 + e.x2) / 2, (e.y1 + e.y2) / 2
     center = (round(cx), round(cy))  # Python round: half to even, as CVAT
     axes = (round(e.x2 - cx), round(cy - e.y1))

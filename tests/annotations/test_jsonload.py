@@ -64,7 +64,7 @@ def test_depth_at_the_limit_is_accepted():
 
 
 def test_brackets_inside_strings_do_not_count():
-    text = json.dumps({"s": "[" * 5000, "t": 'a\\"[[[[\\\\', "u": "{\\\"["})
+    text = json.dumps({"s": "[" * 5000, "t": 'a\\"[[[[\\\\', "u": '{\\"['})
     assert load_json_bytes(text.encode(), max_depth=2) == json.loads(text)
 
 
@@ -134,9 +134,14 @@ def test_expect_helpers_refuse_wrong_types():
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
     max_leaves=30,
 )
 

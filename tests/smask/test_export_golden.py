@@ -68,11 +68,14 @@ def _load_scene_fallback(path: Path) -> Dataset:
     return Dataset(labels, items, "datumaro")
 
 
-def load_scene(scene: str) -> Dataset:
+def load_scene(scene: str, loader: str = "reader") -> Dataset:
+    """The scene through smaskd's reader (or this file's fallback loader as a cross-check)."""
     path = GOLDEN / scene / "input" / "annotations.json"
+    if loader == "fallback":
+        return _load_scene_fallback(path)
     try:
         from smaskd.annotations.detect import read_annotation_file
-    except ImportError:
+    except ImportError:  # readers not written yet: keep the export side testable
         return _load_scene_fallback(path)
     return read_annotation_file(path, "auto")
 
@@ -133,9 +136,11 @@ def test_zip_has_files_only_stored():
 
 
 @needs_corpus
+@pytest.mark.parametrize("loader", ["reader", "fallback"])
 @pytest.mark.parametrize("scene", SCENES)
-def test_golden_compat_cvat(scene):
-    data, _ = export_bytes(load_scene(scene), labelmap=scene_labelmap(scene), compat="cvat")
+def test_golden_compat_cvat(scene, loader):
+    data, _ = export_bytes(load_scene(scene, loader), labelmap=scene_labelmap(scene),
+                           compat="cvat")
     assert_same_archive(data, (GOLDEN / scene / "expected" / "export.zip").read_bytes())
 
 
@@ -155,6 +160,8 @@ def test_golden_default(scene):
     except DataLossError as e:
         assert e.where and "--compat cvat" in str(e)
         return
+    if zip_members(data) == zip_members(expected):
+        return  # this variant loses nothing (e.g. the black label has no shapes)
     # A lossless archive was written instead: it says so, and it stays importable.
     assert stats.warnings
     members = zip_members(data)

@@ -42,7 +42,7 @@ def test_grammar_details():
 
 
 @pytest.mark.parametrize("text, line, match", [
-    ("a:1,2,3::\nb:1,2,3\n", 2, "wrong number of fields 3"),
+    ("a:1,2,3::\nb:1,2,3\n", 2, "wrong number of fields 2"),
     ("a:1,2,3::\n\n#x\nb:1,2,3:::\n", 4, "wrong number of fields 5"),
     ("a:1,2,3::\na:4,5,6::\n", 2, "already defined"),
     ("a:255,0::\n", 1, "r,g,b"),
@@ -57,7 +57,8 @@ def test_errors_name_the_line(text, line, match):
 
 def test_categories_generate_voc_colours_only_without_any_colour():
     plain = categories_from_labelmap(parse_labelmap("background:::\ncat:::\n"))
-    assert [(lb.name, lb.color) for lb in plain] == [("background", (0, 0, 0)), ("cat", (128, 0, 0))]
+    assert [(lb.name, lb.color) for lb in plain] == [
+        ("background", (0, 0, 0)), ("cat", (128, 0, 0))]
     mixed = categories_from_labelmap(parse_labelmap("a:1,2,3::\nb:::\n"))
     assert [lb.color for lb in mixed] == [(1, 2, 3), None]
 
@@ -81,8 +82,8 @@ _color = st.one_of(st.none(), st.tuples(*[st.integers(0, 255)] * 3))
 @given(st.lists(st.tuples(_name, _color, st.lists(_item, max_size=3), st.lists(_item, max_size=3)),
                 max_size=8, unique_by=lambda t: t[0]))
 def test_parse_format_round_trip(rows):
-    # trailing spaces in the name would be stripped with the line only when parts/actions
-    # are all empty and... they are not: the name is the first field, only the line's ends strip
+    # names keep inner and trailing spaces: only the line's ends are stripped, and the name
+    # is the first of four fields
     entries = [LabelmapEntry(n, c, tuple(p), tuple(a)) for n, c, p, a in rows]
     text = format_labelmap(entries)
     assert parse_labelmap(text) == entries

@@ -58,7 +58,8 @@ def test_box_float_arithmetic_is_datumaros():
 
 
 def test_points_rounded_to_two_decimals():
-    assert round_points([1.005, 2.675, 3.14159], "t") == np.around([1.005, 2.675, 3.14159], 2).tolist()
+    pts = [1.005, 2.675, 3.14159]
+    assert round_points(pts, "t") == np.around(pts, 2).tolist()
 
 
 @pytest.mark.parametrize("bad", [[math.nan, 0, 1, 1, 2, 0], [0, 0, 1e9, 0, 1, 1]])
@@ -193,7 +194,8 @@ def test_background_class_erases_and_consumes_an_id():
 
 def test_rotated_boxes_move_to_the_end():
     # same z: the rotated box (listed first) is painted last, so it wins the overlap
-    anns = [Annotation(Box(0, 0, 4, 4, rotation=90.0), 1, id=1), Annotation(Box(0, 0, 4, 4), 2, id=2)]
+    anns = [Annotation(Box(0, 0, 4, 4, rotation=90.0), 1, id=1),
+            Annotation(Box(0, 0, 4, 4), 2, id=2)]
     comp = compose_item(_item(anns, 4, 4), lambda a, where: a.label, 0)
     assert comp.classes[comp.index[1, 1]] == 1 and comp.index[1, 1] == 2
 

@@ -1,0 +1,40 @@
+"""The service log: JSON lines, stdlib records (watchdog's) in the same shape, job capture."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from smaskd import log as logsetup
+
+
+def test_json_lines_and_stdlib_records_share_one_pipeline() -> None:
+    stream = io.StringIO()
+    logsetup.configure("info", stream=stream, json_lines=True)
+    log = logsetup.get_logger("smaskd.daemon")
+    log.info("job.done", job_id="j1", items=3)
+    log.debug("job.claimed", job_id="j1")  # below the service level: not printed
+    logging.getLogger("watchdog.observers.inotify_c").warning(
+        "Inotify queue overflowed; filesystem events were lost")
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert [x["event"] for x in lines] == [
+        "job.done", "Inotify queue overflowed; filesystem events were lost"]
+    for line in lines:
+        assert {"timestamp", "level", "event", "logger"} <= set(line)
+    assert lines[1]["logger"] == "watchdog.observers.inotify_c" and lines[1]["level"] == "warning"
+
+
+def test_job_events_are_collected_including_debug() -> None:
+    stream = io.StringIO()
+    logsetup.configure("info", stream=stream, json_lines=True)
+    log = logsetup.get_logger("smaskd.daemon")
+    logsetup.JOB_LOGS.open("j2")
+    bound = log.bind(job_id="j2", input="a.json")
+    bound.debug("job.claimed")
+    bound.info("job.started", attempt=1)
+    log.info("other", job_id="j3")
+    events = logsetup.JOB_LOGS.close("j2")
+    assert [e["event"] for e in events] == ["job.claimed", "job.started"]
+    assert all(e["job_id"] == "j2" and e["input"] == "a.json" for e in events)
+    assert events[0]["level"] == "debug"
