@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from smaskd.atomicio import atomic_writer
-from smaskd.errors import InputError
+from smaskd.errors import InputError, SmaskdError
 
 __all__ = [
     "ACTIONS",
@@ -38,6 +38,10 @@ class ConvertOptions:
     source_format: str = "auto"  # export: auto | coco | datumaro | labelme
     polygons: bool = False  # import: masks → polygons (CVAT's method)
     format: str = "coco"  # import output: coco | datumaro
+    # Set by callers, not by rule options: the dropped file's original name (the daemon's
+    # claim renames it with a job-id prefix) and the input size cap.
+    source_name: str | None = None
+    max_input_bytes: int | None = None
 
     @classmethod
     def from_mapping(cls, options: dict[str, Any], where: str = "options") -> "ConvertOptions":
@@ -99,6 +103,13 @@ def sniff_kind(path: Path) -> Kind | None:
     return None
 
 
+def _name_the_file(exc: SmaskdError, src: Path) -> None:
+    """Make sure the error says which file it is about (readers may already have said so)."""
+    where = exc.where or ""
+    if src.name not in where:
+        exc.where = f"{src}: {where}" if where else str(src)
+
+
 def output_suffix(action: str) -> str:
     return ".zip" if action == "export" else ".json"
 
@@ -121,7 +132,9 @@ def export_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()
     from smaskd.smask.export import export_dataset
 
     labelmap = _read_labelmap(options.labelmap)
-    dataset = read_annotation_file(Path(src), options.source_format)
+    limits = {} if options.max_input_bytes is None else {"max_bytes": options.max_input_bytes}
+    dataset = read_annotation_file(Path(src), options.source_format,
+                                   name=options.source_name, **limits)
     with atomic_writer(dst) as out:
         stats = export_dataset(dataset, out, labelmap=labelmap, compat=options.compat)
     return ConvertResult(
@@ -166,3 +179,21 @@ def convert_file(src: Path, dst: Path, action: str = "auto",
     if action == "import":
         return import_file(src, dst, options)
     raise InputError(f"unknown action {action!r}; expected export|import|auto")
+
+
+def _locating(func):
+    """Errors from the core name the input file, whichever layer raised them."""
+
+    def wrapper(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()) -> ConvertResult:
+        try:
+            return func(src, dst, options)
+        except SmaskdError as e:
+            _name_the_file(e, Path(options.source_name or src))
+            raise
+
+    wrapper.__name__, wrapper.__doc__ = func.__name__, func.__doc__
+    return wrapper
+
+
+export_file = _locating(export_file)
+import_file = _locating(import_file)

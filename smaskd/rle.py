@@ -11,13 +11,52 @@ from pycocotools import mask as _coco
 
 from smaskd.errors import InputError
 
-__all__ = ["decode_rle", "encode_rle", "polygon_to_mask", "rle_area", "rle_bbox"]
+__all__ = ["counts_from_string", "decode_rle", "encode_rle", "polygon_to_mask", "rle_area", "rle_bbox"]
+
+
+def counts_from_string(text: str) -> list[int]:
+    """Decode pycocotools' compressed counts string (a port of ``rleFrString``).
+
+    Needed to validate a string before pycocotools decodes it: pycocotools trusts the runs
+    and, for a string whose runs do not add up to h*w, returns uninitialised memory.
+    """
+    counts: list[int] = []
+    p, n = 0, len(text)
+    while p < n:
+        x = k = 0
+        more = True
+        while more:
+            if p >= n:
+                raise ValueError("truncated RLE string")
+            c = ord(text[p]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"invalid character {text[p]!r} in RLE string")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
 
 
 def _as_coco(counts: str | list[int] | tuple[int, ...], height: int, width: int, where: str) -> dict:
     if isinstance(counts, str):
+        try:
+            runs = counts_from_string(counts)
+        except ValueError as e:
+            raise InputError(f"invalid compressed RLE: {e}", where) from None
+        if any(r < 0 for r in runs) or sum(runs) != height * width:
+            raise InputError(
+                f"RLE runs sum to {sum(runs)}, expected height*width = {height}*{width} = "
+                f"{height * width}",
+                where,
+            )
         return {"counts": counts.encode("ascii"), "size": [height, width]}
-    if sum(counts) != height * width:
+    if any(int(r) < 0 for r in counts) or sum(counts) != height * width:
         raise InputError(
             f"RLE counts sum to {sum(counts)}, expected height*width = {height}*{width} = "
             f"{height * width}",

@@ -19,7 +19,7 @@ two labels share a colour                   DataLossError if the label that lose
 > 255 labels (class index wraps)            paints every label's true colour + warning
 an id in two subsets, different content     DataLossError (one PNG pair serves both)
 no item is listed (no list file)            lists every item + warning (stays importable)
-a shape without a label                     DataLossError (CVAT erases with it)
+a mask shape without a label               skipped + warning (CVAT erases with it)
 labelmap colour missing for a used label    gives it a free VOC colour + warning
 label name with ':', '#', line break        DataLossError (labelmap.txt unreadable)
 item id the list file alters                DataLossError (spaces at the ends, '#', EOL)
@@ -32,6 +32,7 @@ subset, mask shapes on an item without a frame size.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,10 +90,27 @@ def _subset_name(item: Item) -> str:
     return item.subset or "default"  # Datumaro's DEFAULT_SUBSET_NAME
 
 
+def _without_unlabelled(item: Item) -> tuple[Item, int]:
+    """Drop mask shapes that have no label: they carry no class to paint.
+
+    CVAT paints them as background (they erase what lies below and take an instance id);
+    a user who left a shape unlabelled did not mean "erase", so lossless mode skips them.
+    """
+    kept = [a for a in item.annotations if a.label is not None or not is_segment(a)]
+    dropped = len(item.annotations) - len(kept)
+    if not dropped:
+        return item, 0
+    return dataclasses.replace(item, annotations=kept), dropped
+
+
 def _plan(dataset: Dataset, lossless: bool, warnings: list[str]) -> _Plan:
     subsets: dict[str, list[Item]] = {}
     seen: set[tuple[str, str]] = set()
+    unlabelled = 0
     for item in dataset.items:
+        if lossless:
+            item, dropped = _without_unlabelled(item)
+            unlabelled += dropped
         subset = _subset_name(item)
         if "/" in subset:
             raise InputError(f"subset name {subset!r} contains '/'", item.id)
@@ -106,6 +124,11 @@ def _plan(dataset: Dataset, lossless: bool, warnings: list[str]) -> _Plan:
         if item_kind(item) == MASKS:
             _check_frame(item)
         subsets.setdefault(subset, []).append(item)
+    if unlabelled:
+        warnings.append(
+            f"{unlabelled} mask shape(s) without a label were skipped (CVAT would paint them as "
+            "background, erasing what lies below; use --compat cvat for that)"
+        )
     underscored = [s for s in subsets if "_" in s]
     if underscored:
         warnings.append(

@@ -7,6 +7,8 @@ import zipfile
 
 import cv2
 import numpy as np
+
+from smaskd.smask.colormap import VOC_COLORMAP
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -197,11 +199,18 @@ def test_label_not_in_labelmap_and_unsafe_ids():
         run(Dataset(LABELS, [Item("x", "default", 3, 3, []), Item("x", "default", 3, 3, [])]))
 
 
-def test_unlabelled_shape_and_bad_label_names():
-    ds = Dataset(LABELS, [Item("x", "default", 3, 3, [Annotation(Box(0, 0, 1, 1), None)])])
-    with pytest.raises(DataLossError, match="no label"):
-        run(ds)
-    run(ds, compat="cvat")
+def test_unlabelled_shape_is_skipped_and_bad_label_names():
+    labelled = Annotation(Box(0, 0, 2, 2), 0)
+    unlabelled = Annotation(Box(1, 1, 2, 2), None, z_order=1)
+    ds = Dataset(LABELS, [Item("x", "default", 3, 3, [labelled, unlabelled])])
+    members, stats = run(ds)
+    assert any("without a label were skipped" in w for w in stats.warnings)
+    assert stats.instances == 1
+    inst = rgb(members["SegmentationObject/x.png"])
+    assert (inst[:2, :2] == VOC_COLORMAP[1]).all()  # not erased by the unlabelled box
+    cvat_members, cvat_stats = run(ds, compat="cvat")
+    cvat_inst = rgb(cvat_members["SegmentationObject/x.png"])
+    assert (cvat_inst[1, 1] == 0).all()  # CVAT: the unlabelled box erases as background
     with pytest.raises(DataLossError, match="':'"):
         run(Dataset([Label("a:b", (1, 1, 1))], []))
 
