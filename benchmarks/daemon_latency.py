@@ -79,11 +79,12 @@ def small_doc(n: int) -> bytes:
 
 
 WALL: dict[str, float] = {}  # input name -> time.time() of its rename into the inbox
+STAGING: Path | None = None  # --temp-outside: temp files here (same filesystem), not in the inbox
 
 
 def drop(inbox: Path, name: str, data: bytes) -> float:
     """Write to a hidden temp name, fsync, rename in; returns the time of the rename."""
-    tmp = inbox / f".{name}.tmp"
+    tmp = (STAGING or inbox) / f".{name}.tmp"
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--throughput", type=int, default=1000, help="files dropped at once")
     ap.add_argument("--timeout", type=float, default=30.0, help="per-file wait in the latency phase")
     ap.add_argument("--phase-timeout", type=float, default=600.0, help="throughput phase deadline")
+    ap.add_argument("--temp-outside", action="store_true",
+                    help="write temp files in a sibling folder and rename them into the inbox "
+                         "(the inbox then sees only IN_MOVED_TO, no IN_MOVED_FROM)")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder (prints its path)")
     args = ap.parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -223,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     inbox, outbox, state = tmp / "inbox", tmp / "outbox", tmp / "state"
     for d in (inbox, outbox, state):
         d.mkdir()
+    global STAGING
+    if args.temp_outside:
+        STAGING = tmp / "staging"
+        STAGING.mkdir()
     cfg = tmp / "cfg.yaml"
     cfg.write_text(CONFIG.format(inbox=inbox, outbox=outbox, state=state))
     total = 4 + args.latency + args.throughput
@@ -231,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"prepared {total} inputs ({sum(map(len, payloads)) / total / 1024:.1f} KiB each) "
           f"in {time.perf_counter() - t0:.1f} s; folder {tmp}", flush=True)
 
+    def _interrupted(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)  # also when started in the background
     notify = NotifyListener(tmp / "notify.sock")
     env = dict(os.environ, NOTIFY_SOCKET=str(tmp / "notify.sock"))
     log_out, log_err = open(tmp / "daemon.stdout", "wb"), open(tmp / "daemon.stderr", "wb")
@@ -271,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
             n += 1
         for w in warm:
             if watcher.wait_for(w, 60) is None:
-                raise RuntimeError(f"warm-up result {w} did not appear in 60 s")
+                err = inbox / "failed" / (w[:-4] + ".json.error.json")
+                why = json.loads(err.read_text()).get("error") if err.exists() else None
+                raise RuntimeError(f"warm-up result {w} did not appear in 60 s"
+                                   + (f"; the input failed: {why}" if why else ""))
         result["first_results_s"] = time.perf_counter() - t_start
 
         # 1. latency, one file at a time
@@ -282,7 +298,10 @@ def main(argv: list[str] | None = None) -> int:
             n += 1
             seen = watcher.wait_for(name + ".zip", args.timeout)
             if seen is None:
-                raise RuntimeError(f"{name}.zip did not appear within {args.timeout} s")
+                err = inbox / "failed" / f"{name}.json.error.json"
+                why = json.loads(err.read_text()).get("error") if err.exists() else None
+                raise RuntimeError(f"{name}.zip did not appear within {args.timeout} s"
+                                   + (f"; the input failed: {why}" if why else ""))
             lat.append(seen - t)
         result["latency"] = summary(lat)
         print("latency (one at a time): " + json.dumps({k: round(v, 1) for k, v in result["latency"].items()}),
@@ -298,9 +317,14 @@ def main(argv: list[str] | None = None) -> int:
         dropped = time.perf_counter()
         deadline = time.monotonic() + args.phase_timeout
         while time.monotonic() < deadline:
-            if all(f"{k}.zip" in watcher.seen for k in drops):
+            pending = [k for k in drops if f"{k}.zip" not in watcher.seen]
+            if not pending:
                 break
-            time.sleep(0.05)
+            # an input that failed never gives a result: stop waiting for it
+            if all((inbox / "failed" / f"{k}.json.error.json").exists() for k in pending[:50]) \
+                    and all((inbox / "failed" / f"{k}.json.error.json").exists() for k in pending):
+                break
+            time.sleep(0.2)
         got = {k: watcher.seen[f"{k}.zip"] - t for k, t in drops.items() if f"{k}.zip" in watcher.seen}
         last = max((watcher.seen[f"{k}.zip"] for k in drops if f"{k}.zip" in watcher.seen), default=first)
         result["throughput"] = {"files": args.throughput, "done": len(got), "drop_s": dropped - first,
@@ -314,9 +338,13 @@ def main(argv: list[str] | None = None) -> int:
         print("breakdown (one at a time): " + json.dumps(
             {k: {kk: round(vv) for kk, vv in v.items()} for k, v in result["latency_breakdown"].items()}),
             flush=True)
-        failed = list((inbox / "failed").glob("*")) if (inbox / "failed").exists() else []
-        result["failed_inputs"] = len([f for f in failed if not f.name.endswith(".error.json")])
-    except Exception as e:
+        failed = list((inbox / "failed").glob("*.error.json")) if (inbox / "failed").exists() else []
+        result["failed_inputs"] = len(failed)
+        if failed:
+            rc = 1
+            first_err = json.loads(failed[0].read_text()).get("error")
+            print(f"WARNING: {len(failed)} inputs failed, e.g. {first_err}", flush=True)
+    except (Exception, KeyboardInterrupt) as e:
         rc = 1
         result["error"] = f"{type(e).__name__}: {e}"
         print("ERROR:", result["error"], flush=True)

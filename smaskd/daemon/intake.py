@@ -150,7 +150,8 @@ class Intake:
             seen = self.seen.get(cand.path)
             if seen is None or seen.signature != cand.signature:
                 age = wall - cand.st.st_mtime_ns / 1e9
-                settled = startup and seen is None and self.settle <= age < 10 * 365 * 86400
+                settled = self.settle <= 0 or (startup and seen is None
+                                               and self.settle <= age < 10 * 365 * 86400)
                 seen = self.seen[cand.path] = _Seen(cand.signature, now - self.settle - 1.0 if settled else now)
                 if not settled:
                     pending += 1

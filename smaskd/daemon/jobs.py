@@ -151,7 +151,14 @@ class Jobs:
 
     def start_ready(self) -> None:
         while self.accepting and self.queue and len(self.running) < self.config.workers:
-            self._start(self.queue.popleft())
+            job = self.queue.popleft()
+            try:
+                self._start(job)
+            except OSError as e:  # cannot spawn now (EAGAIN, ENOMEM): keep the job, try later
+                job.attempts -= 1
+                self.queue.appendleft(job)
+                job.log.error("worker.spawn_failed", error=str(e))
+                return
 
     def _start(self, job: Job) -> None:
         assert job.rule is not None and job.action is not None

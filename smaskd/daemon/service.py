@@ -143,7 +143,11 @@ class Service:
                 if self._reload:
                     self._reload = False
                     self._do_reload()
-                self._tick()
+                try:
+                    self._tick()
+                except Exception as e:  # noqa: BLE001 - log, survive, and let the next tick retry
+                    self.log.exception("loop.error", error=f"{type(e).__name__}: {e}")
+                    time.sleep(0.5)
                 if self.once and self._idle():
                     break
                 wait([self.hints.read_fd, *self.supervisor.waitables()], self._timeout())

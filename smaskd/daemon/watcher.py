@@ -80,14 +80,17 @@ class Hints:
 class _Handler(FileSystemEventHandler):
     def __init__(self, inbox: Inbox, hints: Hints) -> None:
         self.inbox, self.hints = inbox, hints
-        self.own = str(inbox.path / ".smaskd")
+        self.own = tuple(str(p) + os.sep for p in (inbox.path / ".smaskd", inbox.done_dir,
+                                                    inbox.failed_dir))
+        self.root = str(inbox.path)
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
             if event.event_type in _NOT_HINTS:
                 return
             path = os.fsdecode(getattr(event, "dest_path", "") or event.src_path)
-            if path.startswith(self.own):
+            if path.startswith(self.own) or (
+                    not self.inbox.recursive and os.path.dirname(path) != self.root):
                 return
             self.hints.mark(self.inbox.name)
         except BaseException:  # noqa: BLE001 - an escaping exception kills the observer thread
@@ -152,8 +155,12 @@ class Watcher:
         return max(0.2, min(settles)) if settles else 1.0
 
     def _schedule(self, mode: str, inbox: Inbox) -> None:
+        # inotify watches recursively even for a flat inbox: our own claim renames into
+        # .smaskd/processing/ must pair with their IN_MOVED_TO, or watchdog holds each unpaired
+        # IN_MOVED_FROM for 0.5 s and every later event queues behind it. Polling needs no pairing.
+        recursive = inbox.recursive or mode == "inotify"
         self._observer(mode).schedule(_Handler(inbox, self.hints), str(inbox.path),
-                                      recursive=inbox.recursive)
+                                      recursive=recursive)
 
     def healthy(self) -> bool:
         return all(obs.is_alive() for obs in self.observers.values())

@@ -1,4 +1,4 @@
-"""Mask PNG → index array (FORMAT.md §5.3), vectorised: one ``np.unique`` per image.
+"""Mask PNG → index array (FORMAT.md §5.3), vectorised: one ``np.unique`` and a table per image.
 
 What each PNG kind means, as CVAT reads it unless noted:
 
@@ -74,6 +74,30 @@ def _to_8bit(img: np.ndarray, where: str) -> np.ndarray:
     return (img // 257).astype(np.uint8)
 
 
+def _inverse(flat: np.ndarray, uniq: np.ndarray) -> np.ndarray:
+    """Position of every value of ``flat`` in the sorted ``uniq`` (np.unique's inverse), fast.
+
+    Masks hold few distinct values, so a modulus ``m`` that keeps them distinct is found in a
+    few tries and ``lut[flat % m]`` replaces a sort or binary search of every pixel.
+    """
+    n = len(uniq)
+    if n == 1:
+        return np.zeros(flat.shape, dtype=np.intp)
+    if uniq[-1] < (1 << 16) and uniq[0] >= 0:  # raw indices: a direct table
+        table = np.zeros(int(uniq[-1]) + 1, dtype=np.intp)
+        table[uniq] = np.arange(n)
+        return table[flat]
+    if n <= 4096:
+        u64 = uniq.astype(np.int64)
+        for m in range(n, 16 * n + 64):
+            slots = u64 % m
+            if np.bincount(slots, minlength=m).max() == 1:
+                table = np.zeros(m, dtype=np.intp)
+                table[slots] = np.arange(n)
+                return table[flat % m]
+    return np.searchsorted(uniq, flat)
+
+
 def _first_xy(mask_flat: np.ndarray, width: int) -> tuple[int, int]:
     i = int(np.argmax(mask_flat))
     return i % width, i // width
@@ -108,7 +132,7 @@ def decode_class_png(
     px, is_colour = _pixels(data, where)
     h, w = px.shape
     flat = px.reshape(-1)
-    uniq, inv = np.unique(flat, return_inverse=True)
+    uniq = np.unique(flat)
     lut = np.empty(len(uniq), dtype=np.int32)
     for i, key in enumerate(uniq.tolist()):
         if is_colour:
@@ -135,7 +159,7 @@ def decode_class_png(
                     f"the labelmap has {n_labels} labels (indices 0..{n_labels - 1}){bits}",
                 )
         lut[i] = VOID if idx in void_labels else idx
-    return lut[inv.reshape(-1)].reshape(h, w)
+    return lut[_inverse(flat, uniq)].reshape(h, w)
 
 
 def decode_object_png(data: bytes, where: str) -> np.ndarray:
@@ -149,7 +173,7 @@ def decode_object_png(data: bytes, where: str) -> np.ndarray:
         return px.astype(np.int32)
     h, w = px.shape
     flat = px.reshape(-1)
-    uniq, inv = np.unique(flat, return_inverse=True)
+    uniq = np.unique(flat)
     lut = np.empty(len(uniq), dtype=np.int32)
     for i, key in enumerate(uniq.tolist()):
         rgb = _rgb(key)
@@ -160,4 +184,4 @@ def decode_object_png(data: bytes, where: str) -> np.ndarray:
                 "SegmentationObject colours must come from the 256-colour VOC palette",
             )
         lut[i] = idx
-    return lut[inv.reshape(-1)].reshape(h, w)
+    return lut[_inverse(flat, uniq)].reshape(h, w)

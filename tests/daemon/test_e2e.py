@@ -353,3 +353,23 @@ def test_two_daemons_share_an_inbox_each_file_once(tmp_path: Path, daemon_factor
     assert files(tmp_path / "outbox") == sorted([f"{n}.zip" for n in names] +
                                                 [f"{n}.log.jsonl" for n in names])
     assert len(a.events("job.done")) + len(b.events("job.done")) == 8
+
+
+@pytest.mark.parametrize("on_conflict,expected", [
+    ("rename", ["a-1.log.jsonl", "a-1.zip", "a.log.jsonl", "a.zip"]),
+    ("replace", ["a.log.jsonl", "a.zip"]),
+    ("skip", ["a-1.log.jsonl", "a.log.jsonl", "a.zip"]),
+])
+def test_on_conflict_and_on_success(tmp_path: Path, daemon_factory, on_conflict, expected) -> None:
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    inbox.mkdir()
+    outbox.mkdir()
+    (outbox / "a.zip").write_bytes(b"earlier result")
+    (outbox / "a.log.jsonl").write_text("{}\n")
+    (inbox / "a.json").write_bytes(coco_bytes())
+    config = base_config(tmp_path, rules=[{"name": "r", "outbox": str(outbox),
+                                           "on_conflict": on_conflict, "on_success": "delete"}])
+    assert daemon_factory(config, "--once").start().wait(60) == 0
+    assert files(outbox) == expected
+    assert ((outbox / "a.zip").read_bytes() == b"earlier result") is (on_conflict != "replace")
+    assert files(inbox / "done") == [] and files(inbox) == []  # on_success: delete

@@ -1,0 +1,120 @@
+"""``Dataset`` (from a mask zip) → COCO instances JSON.
+
+Layout::
+
+    {"info", "licenses": [],
+     "categories":  [{"id": 1.., "name", "color": [r, g, b] | null, "supercategory": ""}],
+     "images":      [{"id": 1.., "file_name", "width", "height", "subset"}],
+     "annotations": [{"id": 1.., "image_id", "category_id", "segmentation", "area", "bbox",
+                      "iscrowd": 0, "attributes": {"instance_id"}}]}
+
+Decisions:
+
+* Categories are the labels in labelmap order **without the background label** (COCO has
+  no background class), numbered 1..N. Labels never used are kept: a COCO → mask export
+  needs them to rebuild the same ``labelmap.txt``.
+* ``file_name`` is the item id plus the image's extension when the zip has the image
+  (``JPEGImages/<id>.jpg``), else ``<id>.png``; ``subset`` is an extra field.
+* ``segmentation`` is a full-frame RLE with the compressed ``counts`` string pycocotools
+  writes (``iscrowd`` stays 0: these are instances, not crowds), or with ``polygons=True``
+  CVAT's polygons of the mask. ``area`` is the pixel count (RLE) or the pycocotools area of
+  the polygons; ``bbox`` is ``[x, y, w, h]`` of the pixels (RLE) or of the points (polygons).
+* An item without a known size (no mask, no readable image) gets ``width``/``height`` null.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from pycocotools import mask as _coco
+
+from smaskd.annotations.writers import (
+    WriteStats,
+    bitmap_rle,
+    check_mask,
+    is_real,
+    mask_polygons,
+)
+from smaskd.model import Dataset, Item
+from smaskd.smask.load import resolve_background
+
+__all__ = ["coco_document", "file_name"]
+
+
+def file_name(item: Item) -> str:
+    ext = posixpath.splitext(item.image_path)[1] if item.image_path else ""
+    return item.id + (ext or ".png")
+
+
+def _pixel_bbox(rle: dict) -> list[int]:
+    x, y, w, h = _coco.toBbox({"counts": rle["counts"].encode("ascii"), "size": rle["size"]})
+    return [int(x), int(y), int(w), int(h)]
+
+
+def _points_bbox(polys: list[list[int]]) -> list[int]:
+    xs = [v for p in polys for v in p[0::2]]
+    ys = [v for p in polys for v in p[1::2]]
+    return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+
+
+def coco_document(dataset: Dataset, polygons: bool = False) -> tuple[dict[str, Any], WriteStats]:
+    stats = WriteStats()
+    background = resolve_background(dataset.labels)
+    cat_of: dict[int, int] = {}
+    categories = []
+    for i, lab in enumerate(dataset.labels):
+        if i == background:
+            continue
+        cat_of[i] = len(categories) + 1
+        categories.append({
+            "id": cat_of[i], "name": lab.name,
+            "color": list(lab.color) if lab.color is not None else None,
+            "supercategory": "",
+        })
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    unsized = 0
+    for image_id, item in enumerate(dataset.items, start=1):
+        stats.items += 1
+        unsized += item.height is None
+        images.append({"id": image_id, "file_name": file_name(item), "width": item.width,
+                       "height": item.height, "subset": item.subset})
+        for ann in item.annotations:
+            mask = check_mask(ann, item)
+            if not is_real(ann):
+                stats.skipped_placeholders += 1
+                continue
+            if ann.label not in cat_of:  # background/None never becomes a COCO annotation
+                continue
+            entry: dict[str, Any] = {"id": len(annotations) + 1, "image_id": image_id,
+                                     "category_id": cat_of[ann.label]}
+            h, w = item.height, item.width
+            if polygons:
+                polys = mask_polygons(ann, item, stats).polygons
+                if not polys:
+                    continue
+                rles = _coco.frPyObjects([[float(v) for v in p] for p in polys], h, w)
+                entry["segmentation"] = polys
+                entry["area"] = int(_coco.area(_coco.merge(rles)))
+                entry["bbox"] = _points_bbox(polys)
+            else:
+                rle = bitmap_rle(mask, h, w)  # type: ignore[arg-type]
+                entry["segmentation"] = rle
+                entry["area"] = int(mask.bitmap.sum())
+                entry["bbox"] = _pixel_bbox(rle)
+            entry["iscrowd"] = 0
+            entry["attributes"] = {"instance_id": ann.group}
+            annotations.append(entry)
+            stats.instances += 1
+    if unsized:
+        stats.warnings.append(f"{unsized} image(s) have no mask and no readable image: their "
+                              "width and height are null")
+    doc = {
+        "info": {"description": f"imported by smaskd from {dataset.source_format or 'masks'}"},
+        "licenses": [],
+        "categories": categories,
+        "images": images,
+        "annotations": annotations,
+    }
+    return doc, stats
