@@ -41,8 +41,9 @@ from typing import BinaryIO
 import numpy as np
 
 from smaskd.errors import DataLossError, InputError
-from smaskd.model import Annotation, Dataset, Item
+from smaskd.model import Annotation, BitmapMask, Dataset, Item, RleMask
 from smaskd.pngio import MAX_IMAGE_PIXELS, encode_rgb_png
+from smaskd.rle import counts_from_string
 from smaskd.smask.colormap import VOC_COLORMAP
 from smaskd.smask.compose import Composition, compose_item, is_segment
 from smaskd.smask.labelmap import LabelmapEntry, format_labelmap
@@ -201,6 +202,28 @@ def _class_mapper(dataset: Dataset, out: OutputLabels, lossless: bool,
     return class_of
 
 
+def _paints_nothing(ann: Annotation) -> bool:
+    """An empty bitmap (an importer's placeholder for an unused instance id) loses no data.
+
+    It still takes its instance id when composed, which is why importers emit it; but its
+    label can never lose pixels, so the label checks must not refuse it.
+    """
+    shape = ann.shape
+    if isinstance(shape, BitmapMask):
+        return not np.any(shape.bitmap)
+    if isinstance(shape, RleMask):
+        counts = shape.counts
+        if isinstance(counts, str):
+            if len(counts) > 16:  # an empty mask's string is a run or two: skip decoding
+                return False
+            try:
+                counts = counts_from_string(counts)
+            except ValueError:
+                return False  # the rasteriser reports it, with its place
+        return not any(counts[1::2])
+    return False
+
+
 def _check_used_labels(out: OutputLabels, used: dict[int, str], warnings: list[str]) -> None:
     """The CVAT label-map losses that depend on which labels have shapes (§2.3, §7.4-5)."""
     for idx, where in sorted(used.items()):
@@ -296,7 +319,7 @@ def export_dataset(
     for items in plan.subsets.values():  # label checks first: fail before any pixel work
         for item in items:
             for ann in item.annotations:
-                if is_segment(ann):
+                if is_segment(ann) and not _paints_nothing(ann):
                     class_of(ann, f"{item.id}: annotation {ann.id}")
     if lossless:
         _check_used_labels(labels, used, stats.warnings)
