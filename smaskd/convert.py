@@ -22,6 +22,8 @@ __all__ = [
     "export_file",
     "import_file",
     "output_suffix",
+    "SNIFF_BYTES",
+    "sniff_bytes",
     "sniff_kind",
 ]
 
@@ -94,7 +96,14 @@ class ConvertResult:
 def sniff_kind(path: Path) -> Kind | None:
     """What a file is, from its first bytes (never from its name)."""
     with open(path, "rb") as fh:
-        head = fh.read(64)
+        return sniff_bytes(fh.read(SNIFF_BYTES))
+
+
+SNIFF_BYTES = 64
+
+
+def sniff_bytes(head: bytes) -> Kind | None:
+    """What a file is, from its first :data:`SNIFF_BYTES` bytes, for callers that opened it."""
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "masks"
     text = head.lstrip(b"\xef\xbb\xbf").lstrip(b" \t\r\n")

@@ -67,15 +67,20 @@ class ConfigError(SmaskdError):
     """The configuration is invalid; ``where`` is the key path (``rules[1].action``)."""
 
 
+class BusyError(SmaskdError):
+    """Try again later: the resource is held by a live process (a daemon with our host id)."""
+
+
 class InternalError(SmaskdError):
     """A bug in smaskd itself."""
 
 
-# sysexits.h: 65 EX_DATAERR, 74 EX_IOERR, 78 EX_CONFIG, 70 EX_SOFTWARE
+# sysexits.h: 65 EX_DATAERR, 74 EX_IOERR, 75 EX_TEMPFAIL, 78 EX_CONFIG, 70 EX_SOFTWARE
 EXIT_CODES: dict[type[SmaskdError], int] = {
     InputError: 65,
     OutputError: 74,
     ConfigError: 78,
+    BusyError: 75,
     InternalError: 70,
 }
 

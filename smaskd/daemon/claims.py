@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from smaskd.config import Inbox
-from smaskd.errors import ConfigError
+from smaskd.errors import BusyError
 
 __all__ = ["Claim", "claim", "lock_processing", "new_job_id", "own_claims", "processing_dir",
            "split_claim_name"]
@@ -94,7 +94,7 @@ def lock_processing(inbox: Inbox, host_id: str) -> int:
     except OSError as e:
         os.close(fd)
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise ConfigError(f"another smaskd with host_id {host_id!r} is running on this inbox; "
+            raise BusyError(f"another smaskd with host_id {host_id!r} is running on this inbox; "
                               "give each daemon its own --host-id", f"inbox {inbox.name}") from None
         raise
     return fd

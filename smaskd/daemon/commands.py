@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from smaskd.config import Config, default_config, load_config
-from smaskd.errors import ConfigError
+from smaskd.errors import BusyError, ConfigError
 
 __all__ = ["add_daemon_commands"]
 
@@ -36,8 +36,9 @@ def _run(args: argparse.Namespace) -> int:
     log = logsetup.get_logger("smaskd.daemon")
     try:
         return Service(config, log, once=args.once, host_override=args.host_id).run()
-    except ConfigError as e:
-        log.error("daemon.config_error", error=str(e))
+    except (ConfigError, BusyError) as e:
+        log.error("daemon.config_error" if isinstance(e, ConfigError) else "daemon.busy",
+                  error=str(e))
         raise
 
 
