@@ -14,7 +14,7 @@ import os
 import stat
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +167,8 @@ class Jobs:
         job.started_at = time.monotonic()
         staging = outbox.staging_path(job.rule.outbox, job.job_id, output_suffix(job.action))
         spec = JobSpec(job.job_id, job.rule.name, job.name, str(job.claim_path), str(staging),
-                       job.action, job.rule.options, job.attempts, self.config.worker_memory,
+                       job.action, replace(job.rule.options, source_name=job.name),
+                       job.attempts, self.config.worker_memory,
                        os.getpid())
         self.journal.update(job.job_id, state="running", attempts=job.attempts)
         pid = self.supervisor.start(spec, job.rule.timeout or self.config.job_timeout)

@@ -89,7 +89,8 @@ def test_once_in_an_empty_folder_uses_the_embedded_default(tmp_path: Path, daemo
     assert files(tmp_path / "inbox" / "failed") == ["bad.json", "bad.json.error.json"]
     report = json.loads((tmp_path / "inbox" / "failed" / "bad.json.error.json").read_text())
     assert report["rule"] == "auto" and report["attempts"] == 1
-    assert report["error"]["type"] and report["error"]["message"]
+    assert report["error"]["type"] == "InputError" and report["error"]["message"]
+    assert report["error"]["where"].startswith("bad.json"), report["error"]  # not the claim name
     assert report["smaskd_version"]
     last = json.loads((tmp_path / "outbox" / "bad.log.jsonl").read_text().splitlines()[-1])
     assert last["event"] == "job.failed"
