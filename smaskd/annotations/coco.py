@@ -44,6 +44,7 @@ from smaskd.annotations.jsonload import (
 )
 from smaskd.model import RGB, Annotation, Box, Dataset, Item, Label, Polygon, RleMask
 from smaskd.pngio import MAX_IMAGE_PIXELS
+from smaskd.rle import counts_from_string
 
 __all__ = ["check_frame_size", "parse_color", "parse_rle", "read_coco", "subset_from_coco_name"]
 
@@ -87,29 +88,13 @@ def _string_counts_total(counts: str, at: At) -> int:
     pycocotools decodes a string whose runs fall short of ``h*w`` without complaint, leaving
     the rest of its buffer uninitialised, so the total is checked here, at the boundary.
     """
-    total = p = 0
-    runs: list[int] = []
-    n = len(counts)
-    while p < n:
-        x = k = 0
-        more = True
-        while more:
-            if p >= n:
-                raise at.error("compressed RLE string is truncated")
-            c = ord(counts[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        if x < 0:
-            raise at.error("compressed RLE string decodes to a negative run length")
-        runs.append(x)
-        total += x
-    return total
+    try:
+        runs = counts_from_string(counts)
+    except ValueError as e:
+        raise at.error(f"compressed RLE string: {e}") from None
+    if any(r < 0 for r in runs):
+        raise at.error("compressed RLE string decodes to a negative run length")
+    return sum(runs)
 
 
 def parse_rle(value: Any, at: At) -> RleMask:
