@@ -26,7 +26,7 @@ from typing import Any
 
 from smaskd.annotations.coco import read_coco, subset_from_coco_name
 from smaskd.annotations.datumaro import read_datumaro
-from smaskd.annotations.jsonload import DEFAULT_MAX_BYTES, load_json_file
+from smaskd.annotations.jsonload import DEFAULT_MAX_BYTES, At, expect_list, load_json_file
 from smaskd.annotations.labelme import read_labelme
 from smaskd.errors import InputError
 from smaskd.model import Dataset
@@ -91,6 +91,28 @@ def _sniff(doc: Any) -> str:
     return "unknown"
 
 
+#: The key that makes each format, and what the format calls the list it holds.
+_LIST_KEYS = (("images", "COCO instances"), ("items", "Datumaro"), ("shapes", "LabelMe"))
+
+
+def _refuse(kind: str, doc: Any, source: str | None) -> InputError:
+    """The error for a document that is none of FORMATS.
+
+    A document with a format's own key holding the wrong type (``"images": {}``,
+    ``"items": 5``, ``"shapes": null``) is almost that format: name the key and what it holds,
+    as the reader would have, rather than calling the whole file unrecognised.
+    """
+    if kind == "unknown" and isinstance(doc, dict):
+        for key, fmt in _LIST_KEYS:
+            if key in doc and not isinstance(doc[key], list):
+                try:
+                    expect_list(doc[key], At(source or "JSON").key(key))
+                except InputError as e:
+                    return InputError(f"{e.message} ({fmt} JSON keeps its {key} in a list)",
+                                      e.where if source else key)
+    return InputError(_refusal(kind, doc), source)
+
+
 def _refusal(kind: str, doc: Any) -> str:
     if kind == "cvat-rest":
         return _CVAT_REST
@@ -108,7 +130,7 @@ def detect_format(doc: Any) -> str:
     kind = _sniff(doc)
     if kind in FORMATS:
         return kind
-    raise InputError(_refusal(kind, doc))
+    raise _refuse(kind, doc, None)
 
 
 def read_annotation_doc(
@@ -127,7 +149,7 @@ def read_annotation_doc(
     kind = _sniff(doc)
     if fmt == "auto":
         if kind not in FORMATS:
-            raise InputError(_refusal(kind, doc), source)
+            raise _refuse(kind, doc, source)
         fmt = kind
     elif kind in FORMATS and kind != fmt:
         raise InputError(f"format {fmt!r} was requested, but the content is {kind} JSON", source)
