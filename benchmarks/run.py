@@ -250,6 +250,14 @@ def run_scenario(name: str, images: int, w: int, h: int, k: int, *, reps: int, d
         rows.append(repeat(Row(name, images, "smaskd", "export", note="COCO input"),
                            [py, "-m", "smaskd", "export", str(d / "coco.json"), "-o",
                             str(d / "smaskd-coco.zip")], reps))
+        # the same in one process (-j 1): what the daemon runs per job, and the parallel gain
+        rows.append(repeat(Row(name, images, "smaskd", "export", note="1 process"),
+                           [py, "-m", "smaskd", "export", "-j", "1", str(src), "-o",
+                            str(d / "smaskd-j1.zip")], reps))
+        if out.exists():
+            rows.append(repeat(Row(name, images, "smaskd", "import", note="1 process"),
+                               [py, "-m", "smaskd", "import", "-j", "1", str(out), "-o",
+                                str(d / "smaskd-j1.json")], reps))
     if "datumaro" in tools:
         if dm_py is None:
             rows += [Row(name, images, "datumaro", p, note="no Datumaro venv") for p in ("export", "import")]
@@ -290,6 +298,12 @@ def run_scaling(reps: int, dm_py: str | None, tools: set[str], quick: bool) -> l
             rows.append(repeat(Row(name, images, "smaskd", "export", note="scaling"),
                                [py, "-m", "smaskd", "export", str(d / "datumaro.json"), "-o",
                                 str(d / "smaskd.zip")], reps))
+            rows.append(repeat(Row(name, images, "smaskd", "export", note="scaling, 1 process"),
+                               [py, "-m", "smaskd", "export", "-j", "1", str(d / "datumaro.json"),
+                                "-o", str(d / "smaskd-j1.zip")], reps))
+            rows.append(repeat(Row(name, images, "smaskd", "import", note="scaling"),
+                               [py, "-m", "smaskd", "import", str(d / "smaskd.zip"), "-o",
+                                str(d / "smaskd.json")], reps))
         if "datumaro" in tools and dm_py:
             rows.append(repeat(Row(name, images, "datumaro", "export", note="scaling"),
                                [dm_py, str(HERE / "dm_chain.py"), "export", str(d / "datumaro.json"),
@@ -320,7 +334,7 @@ def table(rows: list[Row]) -> str:
             fl = by.get((r.scenario, "floor", r.phase, ""))
             ratio_dm = r.wall_s / dm.wall_s if dm and dm.wall_s else None
             ratio_fl = r.wall_s / fl.wall_s if fl and fl.wall_s else None
-        if r.tool == "smaskd" and r.note == "scaling":
+        if r.tool == "smaskd" and r.note == "scaling" and r.phase == "export":
             dm = by.get((r.scenario, "datumaro", r.phase, "scaling"))
             fl = by.get((r.scenario, "floor", r.phase, "scaling"))
             ratio_dm = r.wall_s / dm.wall_s if r.wall_s and dm and dm.wall_s else None
@@ -330,6 +344,18 @@ def table(rows: list[Row]) -> str:
             f"| {_f(r.peak_rss_mb, '.0f')} | {_f(r.tree_rss_mb, '.0f')} "
             f"| {_f(ratio_dm, '.2f')} | {_f(ratio_fl, '.2f')} | {r.note} |")
     return "\n".join(lines)
+
+
+def _git_head() -> str:
+    """The commit measured, with '+' when the working tree has changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                              capture_output=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO, text=True, capture_output=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+" if dirty else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     meta = {"date_utc": started.isoformat(), "cpus": os.cpu_count(), "machine": platform.machine(),
             "python": platform.python_version(), "datumaro": dm_ver, "repeat": reps,
-            "smaskd_python": project_python()}
+            "smaskd_python": project_python(), "load_avg_start": os.getloadavg(),
+            "head": _git_head()}
     print("benchmark", json.dumps(meta), flush=True)
     rows: list[Row] = []
     if args.scaling:
@@ -367,8 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for sc in (QUICK if args.quick else SCENARIOS):
             rows += run_scenario(*sc, reps=reps, dm_py=dm_py, tools=tools, check=not args.no_check)
+    meta["load_avg_end"] = os.getloadavg()
     md = table(rows)
     print("\n" + md)
+    print(f"\nload average (1, 5, 15 min): start {meta['load_avg_start']}, end {meta['load_avg_end']}")
     print("\nratios: smaskd wall / other wall (below 1 = smaskd is faster).")
     res = WORK / f"results-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     res.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows], "table": md}, indent=1))

@@ -103,9 +103,16 @@ class Config:
     drain_timeout: float = 60.0
     max_input_bytes: int = 512 * 1024**2
     worker_memory: int | None = 4 * 1024**3  # RLIMIT_AS per worker; None: unlimited
+    heartbeat_interval: float = 10.0  # how often this host rewrites its heartbeat per inbox
+    lease: float = 60.0  # another host's claims are taken over after its heartbeat is this stale
     file_mode: int = 0o640
     umask: int = 0o027
     log_level: str = "info"
+    #: Claimed-but-not-started jobs the daemon holds at most; the rest stay in the inbox.
+    queue_limit: int = 1000
+    #: Longest wait between retries of jobs blocked by the filesystem (outbox full or not
+    #: writable, inbox gone); the wait starts at 1 s and doubles up to this.
+    fault_backoff: float = 60.0
     source: Path | None = None  # the file it came from; None: the embedded default
 
     def inbox(self, name: str) -> Inbox:
@@ -299,7 +306,8 @@ def parse_config(data: Any, source: Path | None = None) -> Config:
     """Validate a ``yaml.safe_load`` result into a ``Config`` (or raise ``ConfigError``)."""
     r = _Reader({} if data is None else data, "", {
         "workers", "state_dir", "host_id", "inboxes", "rules", "unmatched", "job_timeout",
-        "drain_timeout", "max_input_bytes", "worker_memory", "file_mode", "umask", "log_level"})
+        "drain_timeout", "max_input_bytes", "worker_memory", "file_mode", "umask", "log_level",
+        "queue_limit", "fault_backoff", "heartbeat_interval", "lease"})
     workers = r.get("workers", os.cpu_count() or 1)
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 256:
         raise ConfigError("expected an integer from 1 to 256", "workers")
@@ -311,6 +319,12 @@ def parse_config(data: Any, source: Path | None = None) -> Config:
         raise ConfigError("at least one inbox is required", "inboxes")
     rules = [_rule(d, f"rules[{i}]", i) for i, d in enumerate(_items(r.get("rules"), "rules"))]
     memory = r.data.get("worker_memory", 4 * 1024**3)
+    heartbeat = r.opt("heartbeat_interval", parse_duration, 10.0)
+    if heartbeat <= 0:
+        raise ConfigError("must be more than 0", "heartbeat_interval")
+    lease = r.opt("lease", parse_duration, 60.0)
+    if lease < 3 * heartbeat:  # a live host must be able to beat several times per lease
+        raise ConfigError(f"must be at least 3 x heartbeat_interval ({3 * heartbeat:g}s)", "lease")
     config = Config(
         inboxes=tuple(inboxes),
         rules=tuple(rules),
@@ -322,13 +336,29 @@ def parse_config(data: Any, source: Path | None = None) -> Config:
         drain_timeout=r.opt("drain_timeout", parse_duration, 60.0),
         max_input_bytes=r.opt("max_input_bytes", parse_size, 512 * 1024**2),
         worker_memory=None if memory in (None, 0) else parse_size(memory, "worker_memory"),
+        heartbeat_interval=heartbeat,
+        lease=lease,
         file_mode=r.opt("file_mode", lambda v, w: _mode(v, w, 0o777), 0o640),
         umask=r.opt("umask", lambda v, w: _mode(v, w, 0o777), 0o027),
         log_level=r.str("log_level", "info", LOG_LEVELS),  # type: ignore[arg-type]
+        queue_limit=_queue_limit(r.get("queue_limit", 1000)),
+        fault_backoff=_fault_backoff(r.opt("fault_backoff", parse_duration, 60.0)),
         source=source,
     )
     _check_relations(config)
     return config
+
+
+def _queue_limit(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1_000_000:
+        raise ConfigError("expected an integer from 1 to 1000000", "queue_limit")
+    return value
+
+
+def _fault_backoff(value: float) -> float:
+    if value < 1.0:
+        raise ConfigError("expected at least 1s (retries start 1 s apart)", "fault_backoff")
+    return value
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -29,6 +29,7 @@ __all__ = [
 
 Kind = Literal["annotations", "masks"]
 ACTIONS = ("export", "import", "auto")
+MAX_JOBS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,9 @@ class ConvertOptions:
     source_format: str = "auto"  # export: auto | coco | datumaro | labelme
     polygons: bool = False  # import: masks → polygons (CVAT's method)
     format: str = "coco"  # import output: coco | datumaro
+    # Processes for the items of one large job (smaskd.smask.parallel). The library and the
+    # daemon default to 1 (a daemon already runs jobs side by side); the CLI to the CPUs.
+    jobs: int = 1
     # Set by callers, not by rule options: the dropped file's original name (the daemon's
     # claim renames it with a job-id prefix) and the input size cap.
     source_name: str | None = None
@@ -48,7 +52,8 @@ class ConvertOptions:
     @classmethod
     def from_mapping(cls, options: dict[str, Any], where: str = "options") -> "ConvertOptions":
         """Validate a rule's ``options`` mapping; errors name the key path."""
-        known = {"labelmap", "compat", "from", "source_format", "polygons", "to_polygons", "format"}
+        known = {"labelmap", "compat", "from", "source_format", "polygons", "to_polygons", "format",
+                 "jobs"}
         for key in options:
             if key not in known:
                 raise InputError(f"unknown option {key!r}; expected one of {sorted(known)}", f"{where}.{key}")
@@ -73,6 +78,11 @@ class ConvertOptions:
             if options["format"] not in ("coco", "datumaro"):
                 raise InputError("expected coco|datumaro", f"{where}.format")
             kw["format"] = options["format"]
+        if "jobs" in options:
+            jobs = options["jobs"]
+            if not isinstance(jobs, int) or isinstance(jobs, bool) or not 1 <= jobs <= MAX_JOBS:
+                raise InputError(f"expected an integer 1..{MAX_JOBS}", f"{where}.jobs")
+            kw["jobs"] = jobs
         return cls(**kw)
 
 
@@ -137,15 +147,16 @@ def _read_labelmap(path: Path | None):
 
 def export_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()) -> ConvertResult:
     """Annotation JSON → Segmentation Mask zip at ``dst`` (atomic)."""
-    from smaskd.annotations.detect import read_annotation_file
+    from smaskd.annotations.compact import read_annotations_compact
     from smaskd.smask.export import export_dataset
 
     labelmap = _read_labelmap(options.labelmap)
     limits = {} if options.max_input_bytes is None else {"max_bytes": options.max_input_bytes}
-    dataset = read_annotation_file(Path(src), options.source_format,
-                                   name=options.source_name, **limits)
+    dataset = read_annotations_compact(Path(src), options.source_format,
+                                       name=options.source_name, **limits)
     with atomic_writer(dst) as out:
-        stats = export_dataset(dataset, out, labelmap=labelmap, compat=options.compat)
+        stats = export_dataset(dataset, out, labelmap=labelmap, compat=options.compat,
+                               jobs=options.jobs)
     return ConvertResult(
         "export", Path(dst), stats.items, stats.instances, stats.labels,
         list(dataset.warnings) + list(stats.warnings),
@@ -154,16 +165,15 @@ def export_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()
 
 def import_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()) -> ConvertResult:
     """Segmentation Mask zip → annotation JSON at ``dst`` (atomic)."""
-    from smaskd.annotations.writers import write_annotations
-    from smaskd.smask.load import load_mask_zip
+    from smaskd.smask.importjob import import_masks
 
     labelmap = _read_labelmap(options.labelmap)
-    dataset = load_mask_zip(Path(src), labelmap=labelmap)
     with atomic_writer(dst) as out:
-        stats = write_annotations(dataset, out, fmt=options.format, polygons=options.polygons)
+        stats = import_masks(Path(src), out, labelmap, fmt=options.format,
+                             polygons=options.polygons, jobs=options.jobs)
     return ConvertResult(
-        "import", Path(dst), stats.items, stats.instances, len(dataset.labels),
-        list(dataset.warnings) + list(stats.warnings),
+        "import", Path(dst), stats.write.items, stats.write.instances, stats.labels,
+        stats.warnings + list(stats.write.warnings),
     )
 
 

@@ -25,6 +25,7 @@ Decisions:
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable
 from typing import Any
 
 from pycocotools import mask as _coco
@@ -36,10 +37,17 @@ from smaskd.annotations.writers import (
     is_real,
     mask_polygons,
 )
-from smaskd.model import Dataset, Item
+from smaskd.model import Dataset, Item, Label
 from smaskd.smask.load import resolve_background
 
-__all__ = ["coco_document", "file_name"]
+__all__ = [
+    "coco_assemble",
+    "coco_categories",
+    "coco_document",
+    "coco_image",
+    "coco_item_annotations",
+    "file_name",
+]
 
 
 def file_name(item: Item) -> str:
@@ -58,12 +66,12 @@ def _points_bbox(polys: list[list[int]]) -> list[int]:
     return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
 
 
-def coco_document(dataset: Dataset, polygons: bool = False) -> tuple[dict[str, Any], WriteStats]:
-    stats = WriteStats()
-    background = resolve_background(dataset.labels)
+def coco_categories(labels: list[Label]) -> tuple[list[dict[str, Any]], dict[int, int]]:
+    """COCO categories (every label but the background) and label index → category id."""
+    background = resolve_background(labels)
     cat_of: dict[int, int] = {}
     categories = []
-    for i, lab in enumerate(dataset.labels):
+    for i, lab in enumerate(labels):
         if i == background:
             continue
         cat_of[i] = len(categories) + 1
@@ -72,49 +80,77 @@ def coco_document(dataset: Dataset, polygons: bool = False) -> tuple[dict[str, A
             "color": list(lab.color) if lab.color is not None else None,
             "supercategory": "",
         })
+    return categories, cat_of
+
+
+def coco_item_annotations(item: Item, cat_of: dict[int, int], polygons: bool,
+                          stats: WriteStats) -> list[dict[str, Any]]:
+    """One item's COCO annotations, without ``id`` and ``image_id`` (numbered by the caller)."""
+    entries: list[dict[str, Any]] = []
+    h, w = item.height, item.width
+    for ann in item.annotations:
+        mask = check_mask(ann, item)
+        if not is_real(ann):
+            stats.skipped_placeholders += 1
+            continue
+        if ann.label not in cat_of:  # background/None never becomes a COCO annotation
+            continue
+        entry: dict[str, Any] = {"category_id": cat_of[ann.label]}
+        if polygons:
+            polys = mask_polygons(ann, item, stats).polygons
+            if not polys:
+                continue
+            rles = _coco.frPyObjects([[float(v) for v in p] for p in polys], h, w)
+            entry["segmentation"] = polys
+            entry["area"] = int(_coco.area(_coco.merge(rles)))
+            entry["bbox"] = _points_bbox(polys)
+        else:
+            rle = bitmap_rle(mask, h, w)  # type: ignore[arg-type]
+            entry["segmentation"] = rle
+            entry["area"] = int(mask.bitmap.sum())
+            entry["bbox"] = _pixel_bbox(rle)
+        entry["iscrowd"] = 0
+        entry["attributes"] = {"instance_id": ann.group}
+        entries.append(entry)
+        stats.instances += 1
+    return entries
+
+
+def coco_image(image_id: int, item: Item) -> dict[str, Any]:
+    """The ``images`` entry of an item."""
+    return {"id": image_id, "file_name": file_name(item), "width": item.width,
+            "height": item.height, "subset": item.subset}
+
+
+def coco_assemble(labels: list[Label], source_format: str,
+                  rows: Iterable[tuple[Item, list[dict[str, Any]]]],
+                  stats: WriteStats) -> dict[str, Any]:
+    """The document from ``(item, its annotations)`` in item order; numbers both."""
+    categories, _ = coco_categories(labels)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     unsized = 0
-    for image_id, item in enumerate(dataset.items, start=1):
+    for image_id, (item, entries) in enumerate(rows, start=1):
         stats.items += 1
         unsized += item.height is None
-        images.append({"id": image_id, "file_name": file_name(item), "width": item.width,
-                       "height": item.height, "subset": item.subset})
-        for ann in item.annotations:
-            mask = check_mask(ann, item)
-            if not is_real(ann):
-                stats.skipped_placeholders += 1
-                continue
-            if ann.label not in cat_of:  # background/None never becomes a COCO annotation
-                continue
-            entry: dict[str, Any] = {"id": len(annotations) + 1, "image_id": image_id,
-                                     "category_id": cat_of[ann.label]}
-            h, w = item.height, item.width
-            if polygons:
-                polys = mask_polygons(ann, item, stats).polygons
-                if not polys:
-                    continue
-                rles = _coco.frPyObjects([[float(v) for v in p] for p in polys], h, w)
-                entry["segmentation"] = polys
-                entry["area"] = int(_coco.area(_coco.merge(rles)))
-                entry["bbox"] = _points_bbox(polys)
-            else:
-                rle = bitmap_rle(mask, h, w)  # type: ignore[arg-type]
-                entry["segmentation"] = rle
-                entry["area"] = int(mask.bitmap.sum())
-                entry["bbox"] = _pixel_bbox(rle)
-            entry["iscrowd"] = 0
-            entry["attributes"] = {"instance_id": ann.group}
-            annotations.append(entry)
-            stats.instances += 1
+        images.append(coco_image(image_id, item))
+        for entry in entries:
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, **entry})
     if unsized:
         stats.warnings.append(f"{unsized} image(s) have no mask and no readable image: their "
                               "width and height are null")
-    doc = {
-        "info": {"description": f"imported by smaskd from {dataset.source_format or 'masks'}"},
+    return {
+        "info": {"description": f"imported by smaskd from {source_format or 'masks'}"},
         "licenses": [],
         "categories": categories,
         "images": images,
         "annotations": annotations,
     }
-    return doc, stats
+
+
+def coco_document(dataset: Dataset, polygons: bool = False) -> tuple[dict[str, Any], WriteStats]:
+    stats = WriteStats()
+    _, cat_of = coco_categories(dataset.labels)
+    rows = ((item, coco_item_annotations(item, cat_of, polygons, stats))
+            for item in dataset.items)
+    return coco_assemble(dataset.labels, dataset.source_format, rows, stats), stats

@@ -32,6 +32,7 @@ Decisions:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from smaskd.annotations.coco import check_frame_size, parse_rle
@@ -57,7 +58,7 @@ from smaskd.model import (
     Shape,
 )
 
-__all__ = ["read_datumaro"]
+__all__ = ["datumaro_items", "read_datumaro"]
 
 #: Datumaro annotation types that are kept but never painted; value = NonMask.kind.
 _NON_MASK = {
@@ -206,11 +207,18 @@ def read_datumaro(doc: Any, source: str, default_subset: str = "default") -> Dat
     doc = expect_dict(doc, root)
     labels = _labels(doc, root)
     warnings: list[str] = []
-    items: list[Item] = []
+    entries = expect_list(doc.get("items"), root.key("items"))
+    items = list(datumaro_items(entries, source, default_subset, len(labels), warnings))
+    return Dataset(labels, items, "datumaro", warnings)
+
+
+def datumaro_items(entries: Iterable[Any], source: str, default_subset: str, n_labels: int,
+                   warnings: list[str]) -> Iterator[Item]:
+    """The ``items`` entries → ``Item``s, one at a time (entries may be parsed lazily)."""
     seen: set[tuple[str, str]] = set()
-    items_at = root.key("items")
-    for i, entry in enumerate(expect_list(doc.get("items"), items_at)):
-        item = _item(entry, items_at.index(i), default_subset, len(labels), warnings)
+    items_at = At(source).key("items")
+    for i, entry in enumerate(entries):
+        item = _item(entry, items_at.index(i), default_subset, n_labels, warnings)
         if (item.subset, item.id) in seen:
             raise (
                 items_at.index(i)
@@ -218,5 +226,4 @@ def read_datumaro(doc: Any, source: str, default_subset: str = "default") -> Dat
                 .error(f"item {item.id!r} appears twice in subset {item.subset!r}")
             )
         seen.add((item.subset, item.id))
-        items.append(item)
-    return Dataset(labels, items, "datumaro", warnings)
+        yield item

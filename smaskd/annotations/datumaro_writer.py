@@ -16,6 +16,7 @@ Datumaro JSON → mask zip round trip reproduces the zip:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from smaskd.annotations.coco_writer import file_name
@@ -26,52 +27,63 @@ from smaskd.annotations.writers import (
     is_real,
     mask_polygons,
 )
-from smaskd.model import Dataset
+from smaskd.model import Dataset, Item, Label
 
-__all__ = ["datumaro_document"]
+__all__ = ["datumaro_assemble", "datumaro_document", "datumaro_item"]
+
+
+def datumaro_item(item: Item, polygons: bool, stats: WriteStats) -> dict[str, Any]:
+    """One item's entry of ``items``."""
+    anns: list[dict[str, Any]] = []
+    for ann in item.annotations:
+        mask = check_mask(ann, item)
+        h, w = item.height, item.width
+        base = {"attributes": dict(ann.attributes), "group": ann.group,
+                "label_id": ann.label, "z_order": ann.z_order}
+        if polygons:
+            if not is_real(ann):
+                continue
+            polys = mask_polygons(ann, item, stats).polygons
+            for poly in polys:
+                anns.append({"id": len(anns) + 1, "type": "polygon",
+                             "points": [float(v) for v in poly], **base})
+            stats.instances += bool(polys)
+        else:
+            rle = bitmap_rle(mask, h, w)  # type: ignore[arg-type]
+            anns.append({"id": len(anns) + 1, "type": "mask", "rle": rle, **base})
+            stats.instances += is_real(ann)
+    entry: dict[str, Any] = {"id": item.id, "subset": item.subset, "annotations": anns}
+    image: dict[str, Any] = {"path": file_name(item)}
+    if item.height is not None and item.width is not None:
+        image["size"] = [item.height, item.width]
+    entry["image"] = image
+    return entry
+
+
+def datumaro_assemble(labels: list[Label], source_format: str,
+                      items: Iterable[dict[str, Any]], stats: WriteStats) -> dict[str, Any]:
+    """The document from the item entries, in order."""
+    entries = []
+    for entry in items:
+        stats.items += 1
+        entries.append(entry)
+    label_entries = [{"name": lab.name, "parent": "", "attributes": []} for lab in labels]
+    colormap = [{"label_id": i, "r": lab.color[0], "g": lab.color[1], "b": lab.color[2]}
+                for i, lab in enumerate(labels) if lab.color is not None]
+    return {
+        "dm_format_version": "1.0",
+        "infos": {"source": source_format or "segmentation_mask"},
+        "categories": {
+            "label": {"labels": label_entries, "attributes": [], "label_groups": []},
+            "mask": {"colormap": colormap},
+        },
+        "items": entries,
+    }
 
 
 def datumaro_document(
     dataset: Dataset, polygons: bool = False
 ) -> tuple[dict[str, Any], WriteStats]:
     stats = WriteStats()
-    items: list[dict[str, Any]] = []
-    for item in dataset.items:
-        stats.items += 1
-        anns: list[dict[str, Any]] = []
-        for ann in item.annotations:
-            mask = check_mask(ann, item)
-            h, w = item.height, item.width
-            base = {"attributes": dict(ann.attributes), "group": ann.group,
-                    "label_id": ann.label, "z_order": ann.z_order}
-            if polygons:
-                if not is_real(ann):
-                    continue
-                polys = mask_polygons(ann, item, stats).polygons
-                for poly in polys:
-                    anns.append({"id": len(anns) + 1, "type": "polygon",
-                                 "points": [float(v) for v in poly], **base})
-                stats.instances += bool(polys)
-            else:
-                rle = bitmap_rle(mask, h, w)  # type: ignore[arg-type]
-                anns.append({"id": len(anns) + 1, "type": "mask", "rle": rle, **base})
-                stats.instances += is_real(ann)
-        entry: dict[str, Any] = {"id": item.id, "subset": item.subset, "annotations": anns}
-        image: dict[str, Any] = {"path": file_name(item)}
-        if item.height is not None and item.width is not None:
-            image["size"] = [item.height, item.width]
-        entry["image"] = image
-        items.append(entry)
-    labels = [{"name": lab.name, "parent": "", "attributes": []} for lab in dataset.labels]
-    colormap = [{"label_id": i, "r": lab.color[0], "g": lab.color[1], "b": lab.color[2]}
-                for i, lab in enumerate(dataset.labels) if lab.color is not None]
-    doc = {
-        "dm_format_version": "1.0",
-        "infos": {"source": dataset.source_format or "segmentation_mask"},
-        "categories": {
-            "label": {"labels": labels, "attributes": [], "label_groups": []},
-            "mask": {"colormap": colormap},
-        },
-        "items": items,
-    }
-    return doc, stats
+    items = (datumaro_item(item, polygons, stats) for item in dataset.items)
+    return datumaro_assemble(dataset.labels, dataset.source_format, items, stats), stats

@@ -20,9 +20,11 @@ at any level is an ``InputError`` that says where, never a ``TypeError``/``KeyEr
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +37,19 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_DEPTH",
     "At",
+    "Brackets",
     "expect_dict",
     "expect_int",
     "expect_list",
     "expect_number",
     "expect_numbers",
     "expect_str",
+    "check_json_bytes",
     "load_json_bytes",
     "load_json_file",
+    "parse_checked",
+    "read_json_file",
+    "refuse_constant",
 ]
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -69,21 +76,60 @@ def load_json_file(
 ) -> Any:
     """Read and parse ``path``, refusing files over ``max_bytes`` before reading them."""
     source = name or Path(path).name
+    return load_json_bytes(read_json_file(path, max_bytes, source), source, max_depth)
+
+
+def read_json_file(path: Path, max_bytes: int = DEFAULT_MAX_BYTES,
+                   source: str | None = None) -> bytes:
+    """The bytes of ``path``, refusing files over ``max_bytes`` before reading them."""
+    source = source or Path(path).name
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             if size > max_bytes:
                 raise InputError(f"file is {size} bytes, over the limit of {max_bytes}", source)
-            data = fh.read(max_bytes + 1)  # the file may grow between stat and read
+            # The file may grow between stat and read; read(n) allocates n bytes up front, so
+            # ask for what is there (plus slack), not for max_bytes: under a worker's
+            # RLIMIT_AS a 512 MiB request fails even for a 1 KiB file.
+            data = fh.read(min(max_bytes, size + (1 << 20)) + 1)
     except OSError as e:
         raise InputError(f"cannot read file: {e.strerror or e}", source) from None
     if len(data) > max_bytes:
         raise InputError(f"file is over the limit of {max_bytes} bytes", source)
-    return load_json_bytes(data, source, max_depth)
+    return data
 
 
 def load_json_bytes(data: bytes, source: str = "JSON", max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """Parse UTF-8 JSON bytes (optional BOM) under the depth limit; strict about constants."""
+    body, text, quotes = _checked(data, source, max_depth)
+    return parse_checked(body, text, quotes, source, max_depth)
+
+
+def check_json_bytes(data: bytes, source: str = "JSON",
+                     max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[bytes, np.ndarray, Brackets]:
+    """Everything :func:`load_json_bytes` checks before parsing: encoding, BOM, depth.
+
+    Returns the body (BOM removed), the positions of its string-delimiting quotes and its
+    shallow brackets, for callers that parse the document in parts
+    (:mod:`smaskd.annotations.jsonsplit`). The text is validated a chunk at a time and not
+    kept; a failure is reported by the whole-document check, in its words.
+    """
+    offset = next((len(bom) for bom, enc in _BOMS if enc is None and data.startswith(bom)), 0)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for a in range(offset, len(data), _SCAN_CHUNK):
+            decoder.decode(data[a:a + _SCAN_CHUNK], final=a + _SCAN_CHUNK >= len(data))
+    except UnicodeDecodeError:
+        _checked(data, source, max_depth)  # raises the usual message
+        raise  # pragma: no cover - the whole decode fails the same way
+    if any(enc is not None and data.startswith(bom) for bom, enc in _BOMS):
+        _checked(data, source, max_depth)  # a UTF-16/32 BOM: the usual refusal
+    body = data[offset:]
+    quotes, brackets = _check_depth(body, source, max_depth)
+    return body, quotes, brackets
+
+
+def _checked(data: bytes, source: str, max_depth: int) -> tuple[bytes, str, np.ndarray]:
     offset = 0
     for bom, encoding in _BOMS:
         if data.startswith(bom):
@@ -98,11 +144,18 @@ def load_json_bytes(data: bytes, source: str = "JSON", max_depth: int = DEFAULT_
         raise InputError(
             f"not valid UTF-8 at byte offset {e.start + offset} ({e.reason})", source
         ) from None
-    quotes = _check_depth(body, source, max_depth)
+    quotes, _ = _check_depth(body, source, max_depth)
+    return body, text, quotes
 
-    def refuse_constant(name: str) -> Any:
-        raise _ConstantError(name)
 
+def refuse_constant(name: str) -> Any:
+    """``parse_constant`` for ``json.loads``: NaN and ±Infinity are not JSON."""
+    raise _ConstantError(name)
+
+
+def parse_checked(body: bytes, text: str | bytes, quotes: np.ndarray, source: str,
+                  max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """``json.loads`` of a checked body, its failures turned into ``InputError``."""
     try:
         return json.loads(text, parse_constant=refuse_constant)
     except _ConstantError as e:
@@ -124,9 +177,25 @@ class _ConstantError(Exception):
     pass
 
 
+_SCAN_CHUNK = 1 << 20  # bytes per step of the scans: temporaries stay ~1 MB, not file-sized
+SHALLOW = 3  # container depth kept for jsonsplit: the top object, a list in it, its items
+
+
+@dataclass(frozen=True, slots=True)
+class Brackets:
+    """The brackets outside strings that open or close a container at depth <= ``SHALLOW``."""
+
+    pos: np.ndarray  # byte positions, ascending
+    depth: np.ndarray  # nesting depth just after each bracket
+    is_open: np.ndarray  # bool
+
+
 def _unescaped_quotes(buf: np.ndarray) -> np.ndarray:
     """Positions of ``"`` that are not escaped by an odd run of backslashes."""
-    quotes = np.flatnonzero(buf == 0x22)
+    dtype = np.int32 if len(buf) < 2**31 else np.int64
+    parts = [(np.flatnonzero(buf[a:a + _SCAN_CHUNK] == 0x22) + a).astype(dtype)
+             for a in range(0, len(buf), _SCAN_CHUNK)]
+    quotes = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
     if quotes.size == 0:
         return quotes
     suspicious = quotes[(quotes > 0) & (buf[np.maximum(quotes - 1, 0)] == 0x5C)]
@@ -142,34 +211,46 @@ def _unescaped_quotes(buf: np.ndarray) -> np.ndarray:
     return np.setdiff1d(quotes, np.asarray(escaped, dtype=quotes.dtype), assume_unique=True)
 
 
-def _check_depth(body: bytes, source: str, max_depth: int) -> np.ndarray:
-    """Refuse nesting deeper than ``max_depth``; returns the string-delimiting quote positions.
+def _check_depth(body: bytes, source: str, max_depth: int) -> tuple[np.ndarray, Brackets]:
+    """Refuse nesting deeper than ``max_depth``; returns the quote positions and shallow brackets.
 
     JSON has quotes only around strings, so unescaped quotes pair up as string start/end and a
     bracket is inside a string exactly when an odd number of them precede it. Multi-byte UTF-8
-    sequences never contain ASCII bytes, so scanning bytes is exact.
+    sequences never contain ASCII bytes, so scanning bytes is exact. The scan goes a chunk at
+    a time, carrying the depth, so a large file costs no file-sized temporaries.
     """
     buf = np.frombuffer(body, dtype=np.uint8)
     quotes = _unescaped_quotes(buf)
-    opens = (buf == 0x5B) | (buf == 0x7B)
-    closes = (buf == 0x5D) | (buf == 0x7D)
-    pos = np.flatnonzero(opens | closes)
-    if pos.size == 0:
-        return quotes
-    outside = (np.searchsorted(quotes, pos) % 2) == 0
-    pos = pos[outside]
-    if pos.size == 0:
-        return quotes
-    depth = np.cumsum(np.where(opens[pos], 1, -1), dtype=np.int64)
-    too_deep = np.flatnonzero(depth > max_depth)
-    if too_deep.size:
-        line, col = _line_col(body, int(pos[too_deep[0]]))
-        raise InputError(
-            f"JSON nesting deeper than {max_depth} levels at line {line} column {col}; refused "
-            "before parsing",
-            source,
-        )
-    return quotes
+    depth0 = 0
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for a in range(0, len(buf), _SCAN_CHUNK):
+        chunk = buf[a:a + _SCAN_CHUNK]
+        opens = (chunk == 0x5B) | (chunk == 0x7B)
+        pos = np.flatnonzero(opens | (chunk == 0x5D) | (chunk == 0x7D))
+        if pos.size == 0:
+            continue
+        here = pos + a
+        outside = (np.searchsorted(quotes, here) % 2) == 0
+        pos, here = pos[outside], here[outside]
+        if pos.size == 0:
+            continue
+        is_open = opens[pos]
+        depth = depth0 + np.cumsum(np.where(is_open, 1, -1), dtype=np.int64)
+        too_deep = np.flatnonzero(depth > max_depth)
+        if too_deep.size:
+            line, col = _line_col(body, int(here[too_deep[0]]))
+            raise InputError(
+                f"JSON nesting deeper than {max_depth} levels at line {line} column {col}; "
+                "refused before parsing",
+                source,
+            )
+        depth0 = int(depth[-1])
+        shallow = np.where(is_open, depth, depth + 1) <= SHALLOW
+        kept.append((here[shallow], depth[shallow], is_open[shallow]))
+    if not kept:
+        empty = np.zeros(0, dtype=np.int64)
+        return quotes, Brackets(empty, empty, empty.astype(bool))
+    return quotes, Brackets(*(np.concatenate(parts) for parts in zip(*kept)))
 
 
 def _locate_constant(body: bytes, quotes: np.ndarray) -> str:

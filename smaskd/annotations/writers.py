@@ -33,6 +33,7 @@ __all__ = [
     "bitmap_rle",
     "check_mask",
     "dump_json",
+    "dumps",
     "full_frame",
     "is_real",
     "mask_polygons",
@@ -129,12 +130,16 @@ def check_mask(ann: Annotation, item: Item) -> BitmapMask:
     return ann.shape
 
 
-def dump_json(doc: Any, out: BinaryIO) -> None:
+def dumps(value: Any) -> str:
+    """The JSON text every writer writes (compact, UTF-8 as is, never NaN)."""
     try:
-        text = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except ValueError as e:  # NaN/inf cannot happen with our integer data; say so if it does
         raise InputError(f"cannot write JSON: {e}") from None
-    out.write(text.encode("utf-8"))
+
+
+def dump_json(doc: Any, out: BinaryIO) -> None:
+    out.write(dumps(doc).encode("utf-8"))
 
 
 def write_annotations(

@@ -5,22 +5,34 @@ several daemons on one or many hosts watch the same inbox exactly one of them ge
 the loser sees ENOENT. The claimed name ``<job-id>__<name>`` carries the job id, so after a
 crash the daemon can find its own claims and their journal rows. A ``flock`` on the host's
 processing folder stops two daemons with the same host id from adopting each other's claims.
+
+Taking over a dead host's claims (``hosts.py`` decides when) is the same rename again, from
+``processing/<other>/`` into ``processing/<me>/``: if two hosts try, one wins and the other
+sees ENOENT. A job that was publishing or failing when its host died has a *plan marker*
+``processing/<host>/.<job-id>.plan`` beside its claim (written before the first rename into
+the outbox), so whoever ends up with the claim finishes that plan instead of converting the
+file again and publishing a second result. Names in the marker are relative to the rule's
+outbox, because another host may mount the share somewhere else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import json
 import os
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 from smaskd.config import Inbox
 from smaskd.errors import BusyError
 
-__all__ = ["Claim", "claim", "lock_processing", "new_job_id", "own_claims", "processing_dir",
-           "split_claim_name"]
+__all__ = ["Claim", "claim", "find_marker", "foreign_hosts", "lock_processing", "markers",
+           "new_job_id", "own_claims", "processing_dir", "processing_root", "read_marker",
+           "remove_marker", "split_claim_name", "take_over", "try_lock", "unlock", "write_marker"]
 
 SEP = "__"
 
@@ -30,8 +42,12 @@ def new_job_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
 
 
+def processing_root(inbox: Inbox) -> Path:
+    return inbox.path / ".smaskd" / "processing"
+
+
 def processing_dir(inbox: Inbox, host_id: str) -> Path:
-    return inbox.path / ".smaskd" / "processing" / host_id
+    return processing_root(inbox) / host_id
 
 
 def split_claim_name(name: str) -> tuple[str, str] | None:
@@ -84,17 +100,114 @@ def own_claims(inbox: Inbox, host_id: str) -> list[Claim]:
     return found
 
 
-def lock_processing(inbox: Inbox, host_id: str) -> int:
-    """Hold an exclusive lock for this host id on this inbox for the life of the process."""
-    folder = processing_dir(inbox, host_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder.parent / f".{host_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+def _lock_file(inbox: Inbox, host_id: str) -> Path:
+    return processing_root(inbox) / f".{host_id}.lock"
+
+
+def try_lock(inbox: Inbox, host_id: str) -> int | None:
+    """The host's lock fd if nobody holds it (that host is not running here), else None."""
+    fd = os.open(_lock_file(inbox, host_id), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
         os.close(fd)
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise BusyError(f"another smaskd with host_id {host_id!r} is running on this inbox; "
-                              "give each daemon its own --host-id", f"inbox {inbox.name}") from None
+            return None
         raise
     return fd
+
+
+def unlock(fd: int) -> None:
+    os.close(fd)  # closing the only fd drops the flock
+
+
+def lock_processing(inbox: Inbox, host_id: str, wait: float = 3.0) -> int:
+    """Hold an exclusive lock for this host id on this inbox for the life of the process.
+
+    Another host probing this lock (to see whether we are alive) holds it for a moment, so
+    a busy lock is retried for ``wait`` seconds before it means "a second daemon".
+    """
+    processing_dir(inbox, host_id).mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait
+    while (fd := try_lock(inbox, host_id)) is None:
+        if time.monotonic() >= deadline:
+            raise BusyError(f"another smaskd with host_id {host_id!r} is running on this inbox; "
+                              "give each daemon its own --host-id", f"inbox {inbox.name}")
+        time.sleep(0.1)
+    return fd
+
+
+def foreign_hosts(inbox: Inbox, host_id: str) -> list[str]:
+    """Other host ids that have a processing folder in this inbox."""
+    try:
+        entries = list(os.scandir(processing_root(inbox)))
+    except FileNotFoundError:
+        return []
+    return sorted(e.name for e in entries if e.name != host_id and not e.name.startswith(".")
+                  and e.is_dir(follow_symlinks=False))
+
+
+def take_over(found: Claim, inbox: Inbox, host_id: str, job_id: str) -> Claim | None:
+    """Rename another host's claim into ours under a new job id; None if someone else won.
+
+    A new id, because the old owner may only be stalled: its staging files and journal row
+    carry the old id, and nothing it cleans up later may touch the new owner's files.
+    """
+    folder = processing_dir(inbox, host_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    dst = folder / f"{job_id}{SEP}{found.name}"
+    try:
+        os.rename(found.path, dst)
+    except FileNotFoundError:
+        if not os.path.lexists(dst) or os.path.lexists(found.path):
+            return None
+    return Claim(job_id, found.name, dst)
+
+
+# ------------------------------------------------------------ plan markers
+
+def _marker(inbox: Inbox, host_id: str, job_id: str) -> Path:
+    return processing_dir(inbox, host_id) / f".{job_id}.plan"
+
+
+def write_marker(inbox: Inbox, host_id: str, job_id: str, data: dict[str, Any]) -> None:
+    """Record a publish/fail plan beside the claim (temp + rename: never half-written)."""
+    path = _marker(inbox, host_id, job_id)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, default=str))
+    os.replace(tmp, path)
+
+
+def find_marker(inbox: Inbox, job_id: str) -> Path | None:
+    """The plan marker of ``job_id`` in any host's folder (the claim may have changed hands)."""
+    for host in foreign_hosts(inbox, ""):  # "" is nobody's id: every host's folder
+        path = _marker(inbox, host, job_id)
+        if path.exists():
+            return path
+    return None
+
+
+def read_marker(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def remove_marker(inbox: Inbox, host_id: str, job_id: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_marker(inbox, host_id, job_id))
+
+
+def markers(inbox: Inbox, host_id: str) -> list[tuple[str, Path]]:
+    """(job id, path) of every marker or marker temp file in the host's folder."""
+    try:
+        names = os.listdir(processing_dir(inbox, host_id))
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        if name.startswith(".") and (name.endswith(".plan") or name.endswith(".plan.tmp")):
+            found.append((name[1:].split(".", 1)[0], processing_dir(inbox, host_id) / name))
+    return found

@@ -66,8 +66,12 @@ def _route(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from smaskd.daemon.journal import STATES, Journal
+    from smaskd.daemon.statusfile import describe, read_status
 
     config = _config(args.config)
+    live = read_status(config.state_dir)
+    if live is not None:  # the daemon's own STATUS line: says *why* jobs wait, if they do
+        print("\n".join(describe(live)))
     try:
         journal = Journal(config.state_dir, create=False)
     except FileNotFoundError:

@@ -3,14 +3,19 @@
 Why here and not in the worker: the parent owns every state change that must survive a
 crash, and orders them so a kill -9 at any point is harmless: outputs are published first,
 then the journal says so, and only then is the input moved to done/. A failed input goes to
-failed/ with ``<name>.error.json`` beside it, and its log still lands in the outbox.
+failed/ with ``<name>.error.json`` beside it, and its log still lands in the outbox. Failing is
+journalled like publishing (``failing`` + the staged log), and the move of an input records
+its target between ``link`` and ``unlink``, so a crash half way through either is finished by
+``recovery.py``, never repeated. ``faults.crash_point`` marks every moment tests kill us at.
 """
 
 from __future__ import annotations
 
-import glob
+import contextlib
+import errno
 import json
 import os
+import signal
 import stat
 import time
 from collections import deque
@@ -19,10 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from smaskd import __version__
+from smaskd.atomicio import fsync_dir
 from smaskd.config import Config, Inbox, Rule
 from smaskd.convert import output_suffix, resolve_action
 from smaskd.daemon import claims as claims_mod
-from smaskd.daemon import outbox
+from smaskd.daemon import outbox, recovery
+from smaskd.daemon.backoff import Waiter, Waiting, classify
+from smaskd.daemon.faults import crash_point
 from smaskd.daemon.intake import Candidate, Intake
 from smaskd.daemon.journal import Journal
 from smaskd.daemon.routing import route, safe_kind
@@ -32,8 +40,10 @@ from smaskd.log import JOB_LOGS, jsonable, timestamper
 
 __all__ = ["Job", "Jobs", "MAX_RETRIES"]
 
-MAX_RETRIES = 2  # a crashed or timed-out job runs at most 1 + 2 times
+MAX_RETRIES = 2  # a crashed, timed-out or out-of-memory job runs at most 1 + 2 times
 LOG_SUFFIX = ".log.jsonl"
+_NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
+_GIVE_UP = {"timeout": ("Timeout", "worker"), "memory": ("MemoryLimitExceeded", "limit")}
 
 
 @dataclass(slots=True)
@@ -51,14 +61,20 @@ class Job:
     started_at: float | None = None
     duplicate_of: str | None = None
     log: Any = None
+    stale: bool = False  # adopted after a crash: staging files of an earlier run may be left
 
 
-def _fault(point: str, name: str) -> None:
-    """Test-only crash points in the parent (``SMASKD_FAULT=exit_after_publish:<substr>``)."""
-    for directive in os.environ.get("SMASKD_FAULT", "").split(","):
-        parts = directive.split(":")
-        if parts[0] == point and (len(parts) < 2 or parts[1] in name):
-            os._exit(137)
+def _same_inode(st: os.stat_result, path: Path) -> bool:
+    try:
+        other = os.lstat(path)
+    except OSError:
+        return False
+    return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    stem, dot, ext = name.rpartition(".")
+    return (stem, f".{ext}") if dot and stem else (name, "")
 
 
 class Jobs:
@@ -71,6 +87,7 @@ class Jobs:
         self.done = 0
         self.failed = 0
         self.accepting = True
+        self.waiting = Waiting(log, config.fault_backoff)  # jobs blocked by the filesystem
 
     # ------------------------------------------------------------ intake → queue
 
@@ -100,6 +117,7 @@ class Jobs:
         if claim is None:
             self.log.debug("claim.lost", inbox=inbox.name, path=cand.rel)
             return
+        crash_point("after_claim", claim.name)
         self.journal.add(claim.job_id, self.config.host_id, inbox.name, claim.name, claim.path,
                          cand.st.st_size)
         job = self._job(inbox, claim, cand.st.st_size)
@@ -126,7 +144,7 @@ class Jobs:
         except FileNotFoundError:
             job.log.warning("claim.vanished")
             JOB_LOGS.close(job.job_id)
-            self.journal.update(job.job_id, state="failed", error="claimed file vanished")
+            self.journal.update(job.job_id, state="lost", error="claimed file vanished")
             return
         job.size = st.st_size
         if not stat.S_ISREG(st.st_mode):
@@ -152,6 +170,8 @@ class Jobs:
     def start_ready(self) -> None:
         while self.accepting and self.queue and len(self.running) < self.config.workers:
             job = self.queue.popleft()
+            if self._held(job):
+                continue
             try:
                 self._start(job)
             except OSError as e:  # cannot spawn now (EAGAIN, ENOMEM): keep the job, try later
@@ -163,6 +183,9 @@ class Jobs:
     def _start(self, job: Job) -> None:
         assert job.rule is not None and job.action is not None
         job.rule.outbox.mkdir(parents=True, exist_ok=True)
+        if job.stale:
+            self._cleanup_staging(job)
+            job.stale = False
         job.attempts += 1
         job.started_at = time.monotonic()
         staging = outbox.staging_path(job.rule.outbox, job.job_id, output_suffix(job.action))
@@ -174,6 +197,7 @@ class Jobs:
         pid = self.supervisor.start(spec, job.rule.timeout or self.config.job_timeout)
         self.running[job.job_id] = job
         job.log.debug("job.started", attempt=job.attempts, pid=pid, action=job.action)
+        crash_point("after_start", job.name)
 
     def collect(self, retry: bool = True) -> None:
         for out in self.supervisor.poll():
@@ -186,6 +210,8 @@ class Jobs:
             try:
                 self._finish(job, out, retry)
             except Exception as e:  # noqa: BLE001 - one job's I/O error must not stop the daemon
+                if self._park(job, e, "publish", out):
+                    continue
                 job.log.error("job.finish_error", error=f"{type(e).__name__}: {e}")
                 self.fail(job, describe_error(e))
 
@@ -193,7 +219,8 @@ class Jobs:
         if out.status == "ok":
             self.publish(job, out)
         elif out.status == "error":
-            self.fail(job, out.error or {})
+            if not self._park(job, out.error, "run"):
+                self.fail(job, out.error or {})
         else:
             self._cleanup_staging(job)
             if retry and job.attempts <= MAX_RETRIES:
@@ -204,18 +231,27 @@ class Jobs:
                 self.journal.update(job.job_id, state="claimed")
                 JOB_LOGS.close(job.job_id)
             else:
-                kind = "Timeout" if out.status == "timeout" else "WorkerCrashed"
-                self.fail(job, {"type": kind, "class": "worker", "message": out.reason,
-                                "exitcode": out.exitcode, "where": None})
+                kind, klass = _GIVE_UP.get(out.status, ("WorkerCrashed", "worker"))
+                error = {"type": kind, "class": klass, "message": out.reason,
+                         "exitcode": out.exitcode, "where": None}
+                if out.exitcode is not None and out.exitcode < 0:
+                    with contextlib.suppress(ValueError):
+                        error["signal"] = signal.Signals(-out.exitcode).name
+                self.fail(job, error)
 
     def _cleanup_staging(self, job: Job) -> None:
-        if job.rule is None:
-            return
-        for leftover in glob.glob(str(job.rule.outbox / f"*.smaskd-{job.job_id}*")):
+        """Remove this job's staging and worker temp files (``[.].smaskd-<job-id>*``)."""
+        folders = {job.inbox.failed_dir} | ({job.rule.outbox} if job.rule else set())
+        prefixes = (f".smaskd-{job.job_id}", f"..smaskd-{job.job_id}")  # glob's * skips dot names
+        for folder in folders:
             try:
-                os.unlink(leftover)
+                entries = list(os.scandir(folder))
             except OSError:
-                pass
+                continue
+            for entry in entries:
+                if entry.name.startswith(prefixes):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
     # ------------------------------------------------------------ publish / fail
 
@@ -236,6 +272,10 @@ class Jobs:
 
     def publish(self, job: Job, out: Outcome) -> None:
         assert job.rule is not None and job.action is not None
+        crash_point("after_temp_write", job.name)
+        if not os.path.lexists(job.claim_path):
+            self._lost(job, "the claimed input is gone (taken over by another host after a stall?)")
+            return
         rule, result = job.rule, out.result or {}
         box = rule.outbox
         suffix = output_suffix(job.action)
@@ -272,116 +312,269 @@ class Jobs:
         log_staging = outbox.staging_path(box, job.job_id, LOG_SUFFIX)
         outbox.write_staging(log_staging, self._log_bytes(job, summary, "info"), self.config.file_mode)
         plan.append([str(log_staging), str(log_final)])
-        self.journal.update(job.job_id, state="publishing", outputs=plan)
-        _fault("exit_before_publish", job.name)
-        self._publish_plan(plan, rule)
+        self._record_plan(job, "publishing", plan, "outbox")
+        crash_point("before_publish", job.name)
+        self._publish_plan(plan, rule.on_conflict == "replace", job.name)
+        crash_point("after_publish", job.name)
         self.journal.update(job.job_id, state="published")
-        _fault("exit_after_publish", job.name)
+        crash_point("after_journal", job.name)
         self.complete(job)
         self.log.info("job.done", **{k: v for k, v in summary.items() if k != "event"})
 
-    def _publish_plan(self, plan: list[list[str]], rule: Rule) -> None:
-        for staging, final in plan:
+    def _record_plan(self, job: Job, state: str, plan: list[list[str]], folder: str,
+                     error: dict[str, Any] | None = None) -> None:
+        """Journal the plan (for our own restart) and mark it beside the claim (for a host
+        that may take the claim over if we die; names only, its mount point may differ)."""
+        fields: dict[str, Any] = {"state": state, "outputs": plan}
+        if error is not None:
+            fields.update(detail=error, error=f"{error.get('type')}: {self._reason(error)}")
+        self.journal.update(job.job_id, **fields)
+        marker = {"state": state, "name": job.name, "rule": job.rule.name if job.rule else None,
+                  "action": job.action, "attempts": job.attempts, "sha256": job.sha256,
+                  "folder": folder, "pairs": [[Path(a).name, Path(b).name] for a, b in plan],
+                  "error": error, "host_id": self.config.host_id, "job_id": job.job_id}
+        try:
+            claims_mod.write_marker(job.inbox, self.config.host_id, job.job_id, marker)
+        except OSError as e:  # only a takeover needs it; our own restart has the journal
+            job.log.warning("marker.write_failed", error=str(e))
+
+    def _publish_plan(self, plan: list[list[str]], replace: bool, name: str = "") -> list[str]:
+        """Rename each staged file to its planned name; skip those done before a crash."""
+        finals = []
+        for i, (staging, final) in enumerate(plan):
+            if i == 1:
+                crash_point("mid_publish", name)
             if not os.path.lexists(staging):
-                continue  # published before a crash
+                finals.append(final)  # published before a crash
+                continue
             try:
-                outbox.publish(Path(staging), Path(final), replace=rule.on_conflict == "replace")
+                outbox.publish(Path(staging), Path(final), replace=replace)
             except FileExistsError:  # a writer took the name since we chose it: keep both
-                name = Path(final).name
-                suffix = LOG_SUFFIX if name.endswith(LOG_SUFFIX) else Path(final).suffix
-                stem = outbox.pick_names(Path(final).parent, name[: -len(suffix)], [suffix], "rename")
-                outbox.publish(Path(staging), Path(final).parent / f"{stem}{suffix}", replace=False)
+                base = Path(final).name
+                suffix = LOG_SUFFIX if base.endswith(LOG_SUFFIX) else Path(final).suffix
+                folder = Path(final).parent
+                stem = outbox.pick_names(folder, base[: -len(suffix)], [suffix], "rename")
+                final = str(folder / f"{stem}{suffix}")
+                outbox.publish(Path(staging), Path(final), replace=False)
+            finals.append(final)
+        return finals
 
     def complete(self, job: Job) -> None:
         """The input's completion action; runs only after the journal says ``published``."""
         if job.rule is not None and job.rule.on_success == "delete":
-            os.unlink(job.claim_path)
+            with contextlib.suppress(FileNotFoundError):  # deleted before a crash
+                os.unlink(job.claim_path)
             where = None
         else:
-            where = str(outbox.move_input(job.claim_path, job.inbox.done_dir, job.name))
+            where = str(self._move_claim(job, job.inbox.done_dir))
+        crash_point("after_input_move", job.name)
         self.journal.update(job.job_id, state="done")
+        claims_mod.remove_marker(job.inbox, self.config.host_id, job.job_id)
         self.done += 1
+        self.waiting.passed(job.inbox.path, job.rule.outbox if job.rule else None)
         job.log.debug("input.completed", moved_to=where)
 
-    def fail(self, job: Job, error: dict[str, Any]) -> None:
-        """Log into the outbox, input into failed/ with a report; never raises for one job."""
+    def _move_claim(self, job: Job, folder: Path) -> Path:
+        """Move the claimed input into ``folder`` (keep both on a name clash) exactly once.
+
+        The target is journalled after ``link`` and before ``unlink``; a restart that finds
+        the claim still linked there only unlinks it, instead of linking it again as ``-1``.
+        """
+        row = self.journal.get(job.job_id)
+        recorded = Path(row.moved_to) if row is not None and row.moved_to else None
+        try:
+            st = os.lstat(job.claim_path)
+        except FileNotFoundError:
+            return recorded or folder / job.name  # moved before a crash
+        if recorded is None and st.st_nlink > 1:  # crashed between link and journal
+            recorded = self._linked_copy(st, folder, job.name)
+        if recorded is not None and _same_inode(st, recorded):
+            os.unlink(job.claim_path)
+            fsync_dir(folder)
+            self.journal.update(job.job_id, moved_to=str(recorded))
+            return recorded
+        outbox.real_folder(folder)  # never through a symlinked done/ or failed/; no parents
+        base, suffix = _split_name(job.name)
+        while True:
+            target = folder / f"{outbox.pick_names(folder, base, [suffix], 'rename')}{suffix}"
+            try:
+                os.link(job.claim_path, target, follow_symlinks=False)
+                break
+            except FileExistsError:
+                continue  # someone took the name since we looked
+            except OSError as e:
+                if e.errno not in _NO_LINK:
+                    raise
+                target = outbox.move_input(job.claim_path, folder, job.name)  # copy + delete
+                self.journal.update(job.job_id, moved_to=str(target))
+                return target
+        self.journal.update(job.job_id, moved_to=str(target))
+        crash_point("mid_input_move", job.name)
+        os.unlink(job.claim_path)
+        fsync_dir(folder)
+        return target
+
+    @staticmethod
+    def _linked_copy(st: os.stat_result, folder: Path, name: str) -> Path | None:
+        base, suffix = _split_name(name)
+        for n in range(1000):
+            candidate = folder / (f"{base}{suffix}" if n == 0 else f"{base}-{n}{suffix}")
+            if not os.path.lexists(candidate):
+                return None
+            if _same_inode(st, candidate):
+                return candidate
+        return None
+
+    def _lost(self, job: Job, why: str) -> None:
+        """The claim left this host under our feet: drop our work, report nothing."""
+        job.log.error("claim.lost", reason=why, action="our outputs discarded")
         self._cleanup_staging(job)
-        reason = error.get("message") or error.get("type") or "failed"
+        JOB_LOGS.close(job.job_id)
+        self.journal.update(job.job_id, state="lost", error=why)
+
+    @staticmethod
+    def _reason(error: dict[str, Any]) -> str:
+        return error.get("message") or error.get("type") or "failed"
+
+    def fail(self, job: Job, error: dict[str, Any]) -> None:
+        """Fail ``job`` (``_fail``), unless a filesystem fault on the way (the inbox gone, a
+        symlinked failed/) says to park it until the fault is gone (backoff.py)."""
+        try:
+            self._fail(job, error)
+        except OSError as e:
+            if not self._park(job, e, "fail"):
+                raise
+
+    def _fail(self, job: Job, error: dict[str, Any]) -> None:
+        """Log into the outbox, input into failed/ with a report; never raises for one job."""
+        row = self.journal.get(job.job_id)
+        if not os.path.lexists(job.claim_path) and not (row and row.moved_to):
+            self._lost(job, "the claimed input is gone (taken over by another host after a stall?)")
+            return
+        self._cleanup_staging(job)
+        if job.rule is None:  # the log goes to failed/: never through a symlink planted there
+            outbox.real_folder(job.inbox.failed_dir)
+        reason = self._reason(error)
         summary = self._summary(job, "job.failed", error_type=error.get("type"), error=reason,
                                 where=error.get("where"), error_class=error.get("class"))
         data = self._log_bytes(job, summary, "warning")
-        box = job.rule.outbox if job.rule else job.inbox.failed_dir
-        log_path = None
+        box, folder = (job.rule.outbox, "outbox") if job.rule else (job.inbox.failed_dir, "failed")
+        plan: list[list[str]] = []
         try:
-            log_path = outbox.write_new(box, outbox.output_stem(job.name), LOG_SUFFIX, data,
-                                        self.config.file_mode, job.job_id)
+            box.mkdir(parents=True, exist_ok=True)
+            stem = outbox.pick_names(box, outbox.output_stem(job.name), [LOG_SUFFIX], "rename")
+            staging = outbox.staging_path(box, job.job_id, LOG_SUFFIX)
+            outbox.write_staging(staging, data, self.config.file_mode)
+            plan.append([str(staging), str(box / f"{stem}{LOG_SUFFIX}")])
         except OSError as e:
             job.log.error("log.publish_failed", error=str(e))
-        moved = job.claim_path
+        self._record_plan(job, "failing", plan, folder, error)
+        crash_point("failing", job.name)
+        self.finish_failure(job, plan, error, summary)
+
+    def finish_failure(self, job: Job, plan: list[list[str]], error: dict[str, Any],
+                       summary: dict[str, Any] | None = None) -> None:
+        """Publish the staged log, move the input to failed/, write its report (idempotent)."""
+        log_path = None
         try:
-            moved = outbox.move_input(job.claim_path, job.inbox.failed_dir, job.name)
-        except FileNotFoundError:
-            moved = job.inbox.failed_dir / job.name
+            finals = self._publish_plan(plan, False, job.name)
+            log_path = finals[0] if finals else None
+        except OSError as e:
+            job.log.error("log.publish_failed", error=str(e))
+        crash_point("after_fail_log", job.name)
+        moved = self._move_claim(job, job.inbox.failed_dir)
+        crash_point("after_fail_move", job.name)
+        reason = self._reason(error)
         report = {"job_id": job.job_id, "input": job.name, "inbox": job.inbox.name,
                   "rule": job.rule.name if job.rule else None, "action": job.action,
                   "attempts": job.attempts, "error": error, "sha256": job.sha256,
                   "size": job.size, "host_id": self.config.host_id,
-                  "smaskd_version": __version__, "log": str(log_path) if log_path else None,
+                  "smaskd_version": __version__, "log": log_path,
                   "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         target = moved.parent / f"{moved.name}.error.json"
         staging = outbox.staging_path(moved.parent, job.job_id, ".error.json")
         outbox.write_staging(staging, outbox.report_bytes(report), self.config.file_mode)
         outbox.publish(staging, target, replace=True)
         self.journal.update(job.job_id, state="failed", error=f"{error.get('type')}: {reason}")
+        claims_mod.remove_marker(job.inbox, self.config.host_id, job.job_id)
         self.failed += 1
+        summary = summary or self._summary(job, "job.failed", error_type=error.get("type"),
+                                           error=reason, where=error.get("where"),
+                                           error_class=error.get("class"), recovered=True)
         self.log.warning("job.failed", **{k: v for k, v in summary.items() if k != "event"})
 
-    # ------------------------------------------------------------ recovery
+    # ------------------------------------------------------------ waiting (backoff.py)
+
+    def _held(self, job: Job) -> bool:
+        """Park a job instead of starting it while its inbox or outbox is known to be broken."""
+        box = job.rule.outbox if job.rule else None
+        fault = self.waiting.blocking(job.inbox.path, box)
+        if fault is None and not os.path.isdir(job.inbox.path):
+            fault = classify(job.inbox, box, None)
+        if fault is None:
+            return False
+        self.waiting.park(fault, Waiter(job, "run"))
+        return True
+
+    def _park(self, job: Job, error: Any, step: str, out: Outcome | None = None) -> bool:
+        """Hold ``job`` if a filesystem fault, not its input, stopped it; False to fail it.
+
+        The input stays claimed. A job that has to run again gets its staging files
+        removed, its attempt back (the fault was not its doing) and the journal state
+        ``claimed``; a job past ``publishing`` keeps its journal state, which says exactly
+        what is left to do, for ``retry_waiting`` and for a restart alike.
+        """
+        fault = classify(job.inbox, job.rule.outbox if job.rule else None, error)
+        if fault is None:
+            return False
+        JOB_LOGS.open(job.job_id)  # keep collecting: the log is written when it finishes
+        row = self.journal.get(job.job_id)
+        if row is None or row.state in ("claimed", "running"):
+            staged = out is not None and step == "publish" and job.action is not None and \
+                job.rule is not None and os.path.lexists(
+                    outbox.staging_path(job.rule.outbox, job.job_id, output_suffix(job.action)))
+            if not staged:
+                step, out = "run", None
+                self._cleanup_staging(job)
+                job.attempts = max(0, job.attempts - 1)
+            self.journal.update(job.job_id, state="claimed", attempts=job.attempts,
+                                error=f"waiting: {fault.describe()}")
+        else:
+            step = "resume"
+        self.waiting.park(fault, Waiter(job, step, out))
+        return True
+
+    def retry_waiting(self) -> None:
+        """Jobs whose fault is gone (probed by backoff.py): run, publish or resume them."""
+        for waiter in self.waiting.release():
+            job = waiter.job
+            job.log.info("job.resumed", step=waiter.step)
+            try:
+                if waiter.step == "run" and job.rule is not None and job.action is not None:
+                    self.queue.appendleft(job)
+                elif waiter.step == "run":  # never routed (it failed early): from the top
+                    self._prepare(job)
+                elif waiter.step == "publish":
+                    self.publish(job, waiter.outcome)
+                else:
+                    row = self.journal.get(job.job_id)
+                    if row is not None:
+                        recovery._resume(self, job, row)
+            except Exception as e:  # noqa: BLE001 - as in collect(): park again or fail
+                if not self._park(job, e, waiter.step, waiter.outcome):
+                    job.log.error("job.finish_error", error=f"{type(e).__name__}: {e}")
+                    self.fail(job, describe_error(e))
+
+    # ------------------------------------------------------------ recovery (recovery.py)
 
     def recover(self, inbox: Inbox) -> int:
         """Re-adopt this host's claims after a crash or a drain; never publish twice."""
-        adopted = 0
-        rules = {r.name: r for r in self.config.rules}
-        present = set()
-        for claim in claims_mod.own_claims(inbox, self.config.host_id):
-            present.add(claim.job_id)
-            row = self.journal.get(claim.job_id)
-            try:
-                size = os.lstat(claim.path).st_size
-            except FileNotFoundError:
-                continue
-            if row is None:
-                self.journal.add(claim.job_id, self.config.host_id, inbox.name, claim.name,
-                                 claim.path, size)
-            job = self._job(inbox, claim, size)
-            job.log.info("job.recovered", state=row.state if row else "unjournaled")
-            adopted += 1
-            if row is not None:
-                job.attempts, job.sha256, job.action = row.attempts, row.sha256, row.action
-                job.rule = rules.get(row.rule or "")
-                if job.rule:
-                    job.log = job.log.bind(rule=job.rule.name)
-            if row is not None and row.state in ("publishing", "published", "done"):
-                if row.state == "publishing" and row.outputs:
-                    self._publish_plan(row.outputs, job.rule or Rule("?", Path("/")))
-                    self.journal.update(job.job_id, state="published")
-                JOB_LOGS.close(job.job_id)
-                self.complete(job)
-                self.log.info("job.done", job_id=job.job_id, input=job.name, recovered=True,
-                              outputs=[Path(f).name for _, f in (row.outputs or [])])
-            elif row is not None and row.state == "failed":
-                self.fail(job, {"type": "Recovered", "message": row.error or "failed", "where": None})
-            else:
-                self._cleanup_staging(job)
-                self._prepare(job)
-        for row in self.journal.rows("host_id = ? AND inbox = ? AND state IN "
-                                     "('claimed', 'running', 'publishing', 'published')",
-                                     (self.config.host_id, inbox.name)):
-            if row.job_id in present or os.path.lexists(row.claim_path):
-                continue
-            if row.state in ("publishing", "published"):
-                self.journal.update(row.job_id, state="done")
-            else:
-                self.journal.update(row.job_id, state="failed",
-                                    error="claim vanished while the daemon was down")
-        return adopted
+        return recovery.recover(self, inbox)
+
+    def take_over(self, inbox: Inbox, host: str) -> int:
+        """Adopt the claims of ``host`` (its lease expired; ``hosts.py`` decided)."""
+        return recovery.take_over(self, inbox, host)
+
+    def sweep_staging(self) -> int:
+        """Remove staging files of finished jobs left by a crash (once, at start-up)."""
+        return recovery.sweep_staging(self)

@@ -3,10 +3,15 @@
 Why: the order "publish output → journal says published → move input" is what makes a crash
 harmless. After kill -9 the row tells the restarted daemon whether a claim still needs a
 worker (claimed/running), only its outputs renamed into place (publishing: the planned
-names are stored), or only the input moved (published). SQLite locking is unreliable on
-network filesystems, so a ``state_dir`` on NFS/SMB is refused.
+names are stored), or only the input moved (published). A failure is recorded the same
+way (``failing`` with its log staged and the error as JSON in ``detail``) so a crash in the
+middle of failing a job finishes that failure instead of running the job again and writing a
+second log. ``moved_to`` is written between the link into done/ or failed/ and the unlink from
+processing/, so an interrupted move is finished, never repeated under a ``-1`` name.
+SQLite locking is unreliable on network filesystems, so a ``state_dir`` on NFS/SMB is refused.
 
-States: claimed → running → publishing → published → done | failed.
+States: claimed → running → publishing → published → done, and (from any) failing → failed;
+``lost`` when the claim left this host (another host took it over, or a person removed it).
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from typing import Any
 from smaskd.daemon.mounts import fs_type, is_network_fs
 from smaskd.errors import ConfigError
 
-__all__ = ["Journal", "Row", "STATES"]
+__all__ = ["Journal", "Row", "STATES", "TERMINAL"]
 
-STATES = ("claimed", "running", "publishing", "published", "done", "failed")
+STATES = ("claimed", "running", "publishing", "published", "failing", "done", "failed", "lost")
+TERMINAL = ("done", "failed", "lost")  # lost: the claim left this host (taken over, or removed)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -42,11 +48,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     outputs    TEXT,
     error      TEXT,
     created    REAL NOT NULL,
-    updated    REAL NOT NULL
+    updated    REAL NOT NULL,
+    detail     TEXT,
+    moved_to   TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_sha ON jobs(sha256, rule);
 """
+# Columns added after the first release; an older journal gets them on open.
+_ADDED = {"detail": "TEXT", "moved_to": "TEXT"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +76,8 @@ class Row:
     error: str | None
     created: float
     updated: float
+    detail: dict[str, Any] | None = None
+    moved_to: str | None = None
 
 
 class Journal:
@@ -89,6 +101,10 @@ class Journal:
         self.db.execute("PRAGMA synchronous=FULL")
         if create:
             self.db.executescript(_SCHEMA)
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+            for column, kind in _ADDED.items():
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -104,8 +120,9 @@ class Journal:
     def update(self, job_id: str, **fields: Any) -> None:
         if "state" in fields and fields["state"] not in STATES:
             raise ValueError(fields["state"])
-        if "outputs" in fields and fields["outputs"] is not None:
-            fields["outputs"] = json.dumps(fields["outputs"])
+        for key in ("outputs", "detail"):
+            if fields.get(key) is not None:
+                fields[key] = json.dumps(fields[key], default=str)
         fields["updated"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in fields)
         self.db.execute(f"UPDATE jobs SET {cols} WHERE job_id = ?", (*fields.values(), job_id))
@@ -137,5 +154,6 @@ class Journal:
     @staticmethod
     def _row(cur: sqlite3.Cursor, values: tuple) -> Row:
         data = dict(zip([d[0] for d in cur.description], values))
-        data["outputs"] = json.loads(data["outputs"]) if data["outputs"] else None
+        for key in ("outputs", "detail"):
+            data[key] = json.loads(data[key]) if data.get(key) else None
         return Row(**data)

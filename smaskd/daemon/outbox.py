@@ -7,6 +7,13 @@ fsynced, and then given its final name. Keep-both publishing uses ``link()``, wh
 instead of clobbering when a name appears concurrently; ``replace`` uses ``rename()``. Neither
 follows a symlink at the destination. A crash between link and unlink leaves both names on
 one inode, which recovery recognises.
+
+done/ and failed/ live inside the inbox by default, where everyone who drops files can also
+rename folders, so they are opened with ``O_NOFOLLOW`` (``open_folder``; ``move_input`` then
+works through that descriptor): a ``done`` replaced by a symlink to ``~/.ssh`` gets an
+``ELOOP`` error, never an input. Folders
+are created one level at a time (no ``parents=True``): if the inbox itself vanished (an
+unmounted share) we fail instead of building an empty local copy under the mount point.
 """
 
 from __future__ import annotations
@@ -16,14 +23,15 @@ import errno
 import json
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from smaskd.atomicio import fsync_dir
 
-__all__ = ["move_input", "output_stem", "pick_names", "publish", "staging_path", "write_new",
-           "write_staging"]
+__all__ = ["move_input", "open_folder", "output_stem", "pick_names", "publish", "real_folder",
+           "staging_path", "write_new", "write_staging"]
 
 _NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
@@ -108,7 +116,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def write_new(folder: Path, stem: str, suffix: str, data: bytes, mode: int, job_id: str) -> Path:
     """Write a small file (a failed job's log) atomically under a keep-both name."""
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(exist_ok=True)
     staging = staging_path(folder, job_id, f"{suffix}.new")
     write_staging(staging, data, mode)
     for candidate in _variants(stem):
@@ -123,32 +131,99 @@ def write_new(folder: Path, stem: str, suffix: str, data: bytes, mode: int, job_
     raise AssertionError("unreachable")
 
 
+def open_folder(folder: Path) -> int:
+    """A descriptor of ``folder`` (created if missing, its parent must exist), refusing a
+    symlink in the last component: ``OSError(ELOOP)`` naming the folder."""
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        pass
+    try:
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(folder):
+            raise OSError(errno.ELOOP, "is a symlink; refusing to write through it",
+                          str(folder)) from None
+        raise
+
+
+def real_folder(folder: Path) -> Path:
+    """``folder``, created if missing (one level), or ``OSError(ELOOP)`` if it is a symlink.
+
+    For callers that then work by path: it narrows, but cannot close, the window in which a
+    user who can write the inbox swaps done/ for a symlink; ``move_input`` closes it.
+    """
+    os.close(open_folder(folder))
+    return folder
+
+
 def move_input(src: Path, folder: Path, name: str) -> Path:
     """Move a claimed input into done/ or failed/ keeping both on a name collision.
 
-    ``link(follow_symlinks=False)`` moves a symlink itself, never its target. Across
-    filesystems (done: on another disk) it falls back to copy+delete.
+    ``link(follow_symlinks=False)`` moves a symlink itself, never its target, and the link
+    is made relative to a descriptor of ``folder`` opened with ``O_NOFOLLOW``, so a folder
+    swapped for a symlink is refused rather than written through. Across filesystems (done:
+    on another disk) it falls back to copy+delete through the same descriptor.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     stem, dot, ext = name.rpartition(".")
     base, suffix = (stem, f".{ext}") if dot and stem else (name, "")
-    for candidate in _variants(base):
-        target = folder / f"{candidate}{suffix}"
-        if os.path.lexists(target):
-            continue
-        try:
-            os.link(src, target, follow_symlinks=False)
-        except FileExistsError:
-            continue
-        except OSError as e:
-            if e.errno not in _NO_LINK:
-                raise
-            shutil.move(str(src), str(target))
-            return target
-        os.unlink(src)
-        fsync_dir(folder)
-        return target
+    dfd = open_folder(folder)
+    try:
+        for candidate in _variants(base):
+            target = f"{candidate}{suffix}"
+            if _exists_at(target, dfd):
+                continue
+            try:
+                os.link(src, target, dst_dir_fd=dfd, follow_symlinks=False)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                if e.errno not in _NO_LINK:
+                    raise
+                if not _copy_into(src, target, dfd):
+                    continue
+            os.unlink(src)
+            os.fsync(dfd)
+            return folder / target
+    finally:
+        os.close(dfd)
     raise AssertionError("unreachable")
+
+
+def _exists_at(name: str, dfd: int) -> bool:
+    try:
+        os.lstat(name, dir_fd=dfd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _copy_into(src: Path, name: str, dfd: int) -> bool:
+    """Copy ``src`` to ``name`` in the folder ``dfd``; False if the name was taken meanwhile."""
+    st = os.lstat(src)
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            os.symlink(os.readlink(src), name, dir_fd=dfd)
+        except FileExistsError:
+            return False
+        return True
+    try:
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      stat.S_IMODE(st.st_mode), dir_fd=dfd)
+    except FileExistsError:
+        return False
+    try:
+        with open(src, "rb") as fh, os.fdopen(out, "wb", closefd=False) as dst:
+            shutil.copyfileobj(fh, dst, 1 << 20)
+            dst.flush()
+            os.fsync(out)
+    except BaseException:
+        os.close(out)
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=dfd)
+        raise
+    os.close(out)
+    return True
 
 
 def report_bytes(report: dict[str, Any]) -> bytes:

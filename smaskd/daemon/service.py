@@ -20,10 +20,12 @@ from typing import Any
 
 from smaskd.config import Config, Inbox, load_config
 from smaskd.daemon.claims import lock_processing
+from smaskd.daemon.hosts import Leases
 from smaskd.daemon.intake import Intake
 from smaskd.daemon.jobs import Jobs
 from smaskd.daemon.journal import Journal
 from smaskd.daemon.notify import Notifier
+from smaskd.daemon.statusfile import write_status
 from smaskd.daemon.watcher import Hints, Watcher, choose_observer
 from smaskd.daemon.workers import Supervisor
 from smaskd.errors import ConfigError
@@ -43,6 +45,8 @@ class _InboxState:
     next_poll: float = 0.0
     pending: int = 0
     scanned: bool = False
+    wanted: bool = True  # a full listing is due (hint, timer, start-up) and has not run yet
+    missing: bool = False  # the inbox folder is gone: nothing is scanned or created there
 
 
 def _effective(inbox: Inbox) -> tuple[float, float]:
@@ -63,6 +67,7 @@ class Service:
         self.notifier = Notifier()
         self.hints = Hints()
         self.supervisor = Supervisor()
+        self.leases = Leases(config.host_id, log)  # heartbeat + takeover of dead hosts' claims
         self.journal: Journal | None = None
         self.jobs: Jobs | None = None
         self.watcher: Watcher | None = None
@@ -72,17 +77,39 @@ class Service:
         self._reload = False
         self._last_status = 0.0
         self._last_check = 0.0
+        self._last_problems: list[str] = []
 
     # ------------------------------------------------------------ set-up
 
     def _prepare_folders(self, config: Config) -> None:
         for inbox in config.inboxes:
-            for folder in (inbox.path, inbox.done_dir, inbox.failed_dir):
-                folder.mkdir(parents=True, exist_ok=True)
-            if str(inbox.path) not in self.locks:
-                self.locks[str(inbox.path)] = lock_processing(inbox, config.host_id)
+            self._prepare_inbox(inbox, config)
         for rule in config.rules:
             rule.outbox.mkdir(parents=True, exist_ok=True)
+
+    def _prepare_inbox(self, inbox: Inbox, config: Config) -> bool:
+        """Create the inbox (only its last component), done/, failed/, and lock the claims.
+
+        An inbox whose *parent* is missing is left alone: that is an unmounted share or a
+        renamed tree, and building an empty local copy under the mount point would hide
+        the real one when it comes back. The main loop retries once the folder is there.
+        """
+        known = str(inbox.path) in self.locks
+        try:
+            if known:  # it existed once: if it is gone now, only its owner may bring it back
+                if not inbox.path.is_dir():
+                    return False
+            else:
+                inbox.path.mkdir(exist_ok=True)
+        except FileNotFoundError:
+            self.log.error("inbox.missing", inbox=inbox.name, path=str(inbox.path),
+                           action="waiting for it; not created")
+            return False
+        for folder in (inbox.done_dir, inbox.failed_dir):
+            folder.mkdir(parents=not folder.is_relative_to(inbox.path), exist_ok=True)
+        if str(inbox.path) not in self.locks:
+            self.locks[str(inbox.path)] = lock_processing(inbox, config.host_id)
+        return True
 
     def _states(self, config: Config) -> dict[str, _InboxState]:
         states = {}
@@ -90,10 +117,13 @@ class Service:
             settle, rescan = _effective(inbox)
             old = self.inboxes.get(inbox.name)
             intake = Intake(inbox, settle)
+            missing = str(inbox.path) not in self.locks
             if old is not None and old.inbox.path == inbox.path:
                 intake.seen, intake.left = old.intake.seen, old.intake.left
+                missing = missing or old.missing
             states[inbox.name] = _InboxState(inbox, intake, rescan,
-                                             poll=min(0.5, max(0.05, settle / 4)))
+                                             poll=min(0.5, max(0.05, settle / 4)),
+                                             missing=missing)
         return states
 
     def _signals(self) -> None:
@@ -123,21 +153,23 @@ class Service:
         self._prepare_folders(self.config)
         self.journal = Journal(self.config.state_dir)
         self.jobs = Jobs(self.config, self.journal, self.supervisor, self.log)
+        self.leases.beat(self.config)  # before recovery: other hosts must see us alive
         self._signals()
         self.inboxes = self._states(self.config)
         self.log.info("daemon.start", host_id=self.config.host_id, workers=self.config.workers,
                       once=self.once, config=str(self.config.source or "(embedded default)"),
                       state_dir=str(self.config.state_dir), pid=os.getpid())
         for state in self.inboxes.values():
-            adopted = self.jobs.recover(state.inbox)
-            if adopted:
-                self.log.info("claims.recovered", inbox=state.inbox.name, count=adopted)
+            if not state.missing:
+                self._recover(state.inbox)
+        self.jobs.sweep_staging()
         if not self.once:
             self.watcher = Watcher(self.config.inboxes, self.hints, self.log)
             self.watcher.start()
         self._scan(time.monotonic(), everything=True)
         self.notifier.ready(self._status_text())
         self.log.info("daemon.ready", queued=len(self.jobs.queue), pending=self._pending())
+        self._publish_status(force=True)
         try:
             while not self._stop:
                 if self._reload:
@@ -159,35 +191,96 @@ class Service:
         assert self.jobs is not None
         dirty, everything = self.hints.take()
         now = time.monotonic()
+        checking = now - self._last_check >= 1.0  # inboxes present? observers alive?
+        if checking:
+            self._last_check = now
+            self._check_inboxes()
         self._scan(now, everything, dirty)
         self.jobs.collect()
+        self.jobs.retry_waiting()
+        self.leases.tick(self.config, now, self.jobs.take_over)
         self.jobs.start_ready()
         healthy = True
-        if self.watcher is not None and now - self._last_check >= 1.0:
-            self._last_check = now
+        if self.watcher is not None and checking:
             healthy = self.watcher.check()
-            for state in self.inboxes.values():
-                if not state.inbox.path.is_dir():
-                    self.log.error("inbox.missing", inbox=state.inbox.name, action="recreated")
-                    state.inbox.path.mkdir(parents=True, exist_ok=True)
-                    self.watcher.stop()
-                    self.watcher.start()
         self.notifier.watchdog(healthy and (self.watcher is None or self.watcher.healthy()))
-        if now - self._last_status >= STATUS_EVERY:
-            self._last_status = now
-            self.notifier.status(self._status_text())
+        self._publish_status(force=now - self._last_status >= STATUS_EVERY)
+
+    def _recover(self, inbox: Inbox) -> None:
+        assert self.jobs is not None
+        adopted = self.jobs.recover(inbox)
+        if adopted:
+            self.log.info("claims.recovered", inbox=inbox.name, count=adopted)
+
+    def _check_inboxes(self) -> None:
+        """Notice an inbox that vanished or came back; never create it, never act on the loss.
+
+        While it is gone nothing is scanned there, so the files that "disappeared" with it
+        cause no action at all; jobs that need it wait (see backoff.py). When it is back,
+        every file settles again from scratch and the observers are rebuilt, because a
+        deleted-and-recreated folder is a new inode that no inotify watch follows.
+        """
+        back = False
+        for state in self.inboxes.values():
+            inbox = state.inbox
+            gone = not inbox.path.is_dir()
+            if gone and not state.missing:
+                state.missing = True
+                state.intake.reset()
+                state.pending = 0
+                self.log.error("inbox.missing", inbox=inbox.name, path=str(inbox.path),
+                               action="not scanned and not recreated until it is back")
+            elif not gone and state.missing:
+                first = str(inbox.path) not in self.locks
+                try:
+                    if not self._prepare_inbox(inbox, self.config):
+                        continue
+                except OSError as e:
+                    self.log.error("inbox.prepare_failed", inbox=inbox.name, error=str(e))
+                    continue
+                state.missing = False
+                state.intake.reset()
+                state.wanted = True
+                back = True
+                self.log.info("inbox.back", inbox=inbox.name, path=str(inbox.path))
+                if first:
+                    self._recover(inbox)
+        if back and self.watcher is not None:
+            self.watcher.stop()
+            self.watcher.start()
+            self.hints.mark(None)
+
+    def _queued(self) -> int:
+        """Claimed jobs not yet handed to a worker: the queue plus those parked by a fault."""
+        assert self.jobs is not None
+        return len(self.jobs.queue) + len(self.jobs.waiting)
+
+    def _gated(self) -> bool:
+        """More than half of ``queue_limit`` is queued: a listing now could claim little, so
+        the inboxes wait until the workers have drained the queue to half. In a burst of
+        thousands of files this makes listings O(files / (limit / 2)) instead of one per
+        finished job, and it is what keeps claims (and memory) bounded by the limit."""
+        return self._queued() > self.config.queue_limit // 2
 
     def _scan(self, now: float, everything: bool = False, dirty: set[str] = frozenset()) -> None:
         assert self.jobs is not None
         for name, state in self.inboxes.items():
-            full = everything or name in dirty or now >= state.next_rescan
-            if not (full or (state.pending and now >= state.next_poll)):
+            if everything or name in dirty or now >= state.next_rescan:
+                state.wanted = True
+            if state.missing:
                 continue
-            if full:
+            busy = state.pending or state.intake.backlog
+            if not (state.wanted or (busy and now >= state.next_poll)):
+                continue
+            if self._gated():
+                continue
+            if state.wanted:
+                state.wanted = False
                 state.next_rescan = now + state.rescan
                 self.log.debug("inbox.scan", inbox=name, reason="full" if everything else "hint")
             state.next_poll = now + state.poll
-            ready, state.pending = state.intake.poll(now, startup=not state.scanned)
+            room = self.config.queue_limit - self._queued()
+            ready, state.pending = state.intake.poll(now, startup=not state.scanned, limit=room)
             state.scanned = True
             if not self.jobs.accepting:
                 continue
@@ -198,28 +291,60 @@ class Service:
                     self.log.warning("admit.error", inbox=name, path=cand.rel, error=str(e))
 
     def _pending(self) -> int:
-        return sum(s.pending for s in self.inboxes.values())
+        """Files in the inboxes not claimed yet: settling, or ready but over the queue limit."""
+        return sum(s.pending + s.intake.backlog for s in self.inboxes.values())
 
     def _idle(self) -> bool:
         assert self.jobs is not None
-        return (all(s.scanned for s in self.inboxes.values()) and not self._pending()
-                and not self.jobs.queue and not self.jobs.running)
+        return (all(s.scanned or s.missing for s in self.inboxes.values())
+                and not self._pending() and not self.jobs.queue and not self.jobs.running
+                and not len(self.jobs.waiting))
 
     def _timeout(self) -> float:
+        assert self.jobs is not None
         now = time.monotonic()
-        timeout = min(s.next_rescan for s in self.inboxes.values()) - now
-        if self._pending():
-            timeout = min(timeout, min(s.poll for s in self.inboxes.values()))
+        timeout = 1.0  # also the pace of the inbox-presence check
+        if not self._gated():  # gated: only a finished worker (a waitable) can change that
+            for state in self.inboxes.values():
+                if state.missing:
+                    continue
+                timeout = min(timeout, state.next_rescan - now)
+                if state.pending or state.intake.backlog:
+                    timeout = min(timeout, state.poll)
         if self.supervisor.running:
             timeout = min(timeout, 0.25)  # enforce job deadlines
+        due = self.jobs.waiting.next_due()
+        if due is not None:
+            timeout = min(timeout, due - now)
+        timeout = min(timeout, self.leases.next_beat - now)
         if self.notifier.watchdog_interval:
             timeout = min(timeout, self.notifier.watchdog_interval / 2)
         return max(0.02, min(timeout, 1.0))
 
+    def _problems(self) -> list[str]:
+        assert self.jobs is not None
+        missing = [f"inbox {s.inbox.name} {s.inbox.path} is missing (unmounted share? renamed?)"
+                   for s in self.inboxes.values() if s.missing]
+        return missing + self.jobs.waiting.describe()
+
     def _status_text(self) -> str:
         assert self.jobs is not None
-        return (f"queued={len(self.jobs.queue)} running={len(self.jobs.running)} "
-                f"pending={self._pending()} done={self.jobs.done} failed={self.jobs.failed}")
+        text = (f"queued={len(self.jobs.queue)} running={len(self.jobs.running)} "
+                f"waiting={len(self.jobs.waiting)} pending={self._pending()} "
+                f"done={self.jobs.done} failed={self.jobs.failed}")
+        return "; ".join([text, *self._problems()])
+
+    def _publish_status(self, force: bool = False) -> None:
+        """STATUS= and the status file: every STATUS_EVERY, and at once when a problem
+        appears or clears (the counters alone change too often to send on every tick)."""
+        problems = self._problems()
+        if not force and problems == self._last_problems:
+            return
+        self._last_problems = problems
+        self._last_status = time.monotonic()
+        text = self._status_text()
+        self.notifier.status(text)
+        write_status(self.config.state_dir, text, problems)
 
     # ------------------------------------------------------------ reload / stop
 
@@ -246,6 +371,7 @@ class Service:
             return
         self.config = new
         self.jobs.config = new
+        self.jobs.waiting.cap = new.fault_backoff
         os.umask(new.umask)
         self.inboxes = self._states(new)
         if self.watcher is not None:
@@ -279,7 +405,10 @@ class Service:
             self.jobs._cleanup_staging(job)
             self.log.warning("job.interrupted", job_id=job_id, input=job.name,
                              action="left claimed for the next start")
-        self.log.info("daemon.stopped", done=self.jobs.done, failed=self.jobs.failed)
+        self.log.info("daemon.stopped", done=self.jobs.done, failed=self.jobs.failed,
+                      waiting=len(self.jobs.waiting))
+        write_status(self.config.state_dir, f"stopped; {self._status_text()}", self._problems(),
+                     state="stopped")
         self.notifier.close()
         self.journal.close()
         if self.once and not interrupted:

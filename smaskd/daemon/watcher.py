@@ -122,19 +122,33 @@ class Watcher:
         self._overflow = _OverflowHandler(hints)
 
     def start(self) -> None:
-        logging.getLogger(OVERFLOW_LOGGER).addHandler(self._overflow)
+        overflow_log = logging.getLogger(OVERFLOW_LOGGER)
+        overflow_log.addHandler(self._overflow)
+        if overflow_log.getEffectiveLevel() > logging.WARNING:  # a quiet log_level must not
+            overflow_log.setLevel(logging.WARNING)               # silence the rescan trigger
         for inbox in self.inboxes:
+            if self.root_missing(inbox):
+                # Nothing to watch, and watching would need the folder: the main loop notices
+                # when it is back and rebuilds the observers then.
+                self.log.warning("observer.skipped", inbox=inbox.name, path=str(inbox.path),
+                                 reason="inbox missing")
+                continue
             mode, kind = choose_observer(inbox)
             if mode == "inotify":
                 try:
                     self._schedule("inotify", inbox)
+                except FileNotFoundError:
+                    continue  # vanished since the check above: handled like a missing inbox
                 except OSError as e:
                     if e.errno not in (errno.ENOSPC, errno.EMFILE):
                         raise
                     self.log.warning("observer.fallback", inbox=inbox.name, reason=str(e))
                     mode = "polling"
             if mode == "polling":
-                self._schedule("polling", inbox)
+                try:
+                    self._schedule("polling", inbox)
+                except FileNotFoundError:
+                    continue
             self.modes[inbox.name] = mode
             self.log.info("observer.started", inbox=inbox.name, path=str(inbox.path),
                           observer=mode, fs_type=kind)
@@ -194,4 +208,5 @@ class Watcher:
 
     @staticmethod
     def root_missing(inbox: Inbox) -> bool:
+        """The inbox folder is gone (renamed away, deleted, or its share unmounted)."""
         return not Path(inbox.path).is_dir()

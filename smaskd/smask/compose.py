@@ -124,7 +124,7 @@ def compose_item(
     instances, mixed = merge_groups(segments)
     order = sorted(instances, key=lambda s: s.z_order)  # stable: later wins ties
     n = len(order)
-    dtype = np.uint16 if n < 65535 else np.uint32
+    dtype = np.uint8 if n < 256 else np.uint16 if n < 65535 else np.uint32
     index = np.zeros((item.height, item.width), dtype=dtype)
     classes = np.empty(n + 1, dtype=np.int64)
     classes[0] = background

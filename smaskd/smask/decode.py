@@ -33,10 +33,19 @@ import numpy as np
 
 from smaskd.errors import InputError
 from smaskd.model import RGB
-from smaskd.pngio import decode_png, read_png_header
+from smaskd.pngio import RowRuns, decode_png, decode_runs, read_png_header
 from smaskd.smask.colormap import VOC_INVERSE
 
-__all__ = ["VOID", "VOID_COLOR", "VOID_INDEX", "decode_class_png", "decode_object_png", "png_size"]
+__all__ = [
+    "VOID",
+    "VOID_COLOR",
+    "VOID_INDEX",
+    "class_runs",
+    "decode_class_png",
+    "decode_object_png",
+    "object_runs",
+    "png_size",
+]
 
 VOID = -1
 VOID_INDEX = 255
@@ -107,12 +116,10 @@ def _rgb(key: int) -> RGB:
     return ((key >> 16) & 255, (key >> 8) & 255, key & 255)
 
 
-def _undeclared(what: str, value: object, flat: np.ndarray, hit: np.ndarray, width: int,
-                where: str, hint: str) -> InputError:
-    count = int(np.count_nonzero(hit))
-    x, y = _first_xy(hit, width)
+def _undeclared(what: str, value: object, at: "_FlatPixels", where: str, hint: str) -> InputError:
     return InputError(
-        f"undeclared {what} {value}: {count} pixel(s), first at (x={x}, y={y}); {hint}", where
+        f"undeclared {what} {value}: {at.count} pixel(s), first at (x={at.x}, y={at.y}); {hint}",
+        where,
     )
 
 
@@ -129,10 +136,75 @@ def decode_class_png(
     ``n_labels`` bounds raw indices of 1-channel PNGs; ``void_labels`` are label indices to
     read as void (the VOC-default ``ignored`` label).
     """
+    runs = class_runs(data, where, colors, n_labels, void_labels)
+    if runs is not None:  # the common case: CVAT's/OpenCV's/our own 8-bit masks
+        return runs.expand(runs.values)
     px, is_colour = _pixels(data, where)
     h, w = px.shape
     flat = px.reshape(-1)
     uniq = np.unique(flat)
+    lut = _class_table(uniq, is_colour, px.dtype == np.uint16, colors, n_labels, void_labels,
+                       lambda key: _FlatPixels(flat, flat == key, w), where)
+    return lut[_inverse(flat, uniq)].reshape(h, w)
+
+
+def _unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for the short arrays of run values.
+
+    (numpy's own goes through a hash table that costs more than this sort for them.)
+    """
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    new = np.empty(len(values), dtype=bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    inverse = np.empty(len(values), dtype=np.intp)
+    inverse[order] = np.cumsum(new) - 1
+    return ordered[new], inverse
+
+
+def class_runs(data: bytes, where: str, colors: Mapping[RGB, int], n_labels: int,
+               void_labels: frozenset[int] = frozenset()) -> RowRuns | None:
+    """:func:`decode_class_png` as runs of label indices, or None when the PNG needs OpenCV."""
+    runs = decode_runs(data, where)
+    if runs is None:
+        return None
+    uniq, inverse = _unique_inverse(runs.values)
+    lut = _class_table(uniq, runs.colour, False, colors, n_labels, void_labels,
+                       lambda key: _RunPixels(runs, runs.values == key), where)
+    return RowRuns(runs.height, runs.width, runs.starts, lut[inverse], False)
+
+
+def object_runs(data: bytes, where: str) -> RowRuns | None:
+    """:func:`decode_object_png` as runs of instance ids, or None when the PNG needs OpenCV."""
+    runs = decode_runs(data, where)
+    if runs is None:
+        return None
+    if not runs.colour:
+        return RowRuns(runs.height, runs.width, runs.starts, runs.values.astype(np.int32), False)
+    uniq, inverse = _unique_inverse(runs.values)
+    lut = _object_table(uniq, lambda key: _RunPixels(runs, runs.values == key), where)
+    return RowRuns(runs.height, runs.width, runs.starts, lut[inverse], False)
+
+
+class _FlatPixels:
+    """Where a value sits in a decoded image: pixel count and first (x, y), for errors."""
+
+    def __init__(self, flat: np.ndarray, hit: np.ndarray, width: int) -> None:
+        self.count = int(np.count_nonzero(hit))
+        self.x, self.y = _first_xy(hit, width)
+
+
+class _RunPixels(_FlatPixels):
+    def __init__(self, runs: RowRuns, hit: np.ndarray) -> None:  # noqa: D107 - same, from runs
+        self.count = int(runs.lengths()[hit].sum())
+        first = int(runs.starts[hit][0])
+        self.x, self.y = first % runs.width, first // runs.width
+
+
+def _class_table(uniq: np.ndarray, is_colour: bool, sixteen: bool, colors: Mapping[RGB, int],
+                 n_labels: int, void_labels: frozenset[int], locate, where: str) -> np.ndarray:
+    """Label index (or ``VOID``) of every distinct value; the first undeclared one raises."""
     lut = np.empty(len(uniq), dtype=np.int32)
     for i, key in enumerate(uniq.tolist()):
         if is_colour:
@@ -142,24 +214,21 @@ def decode_class_png(
                 if rgb == VOID_COLOR:
                     lut[i] = VOID
                     continue
-                raise _undeclared(
-                    "colour", rgb, flat, flat == key, w, where,
-                    f"the labelmap declares {len(colors)} colour(s)",
-                )
+                raise _undeclared("colour", rgb, locate(key), where,
+                                  f"the labelmap declares {len(colors)} colour(s)")
         else:
             idx = key
             if idx >= n_labels:
                 if idx == VOID_INDEX:
                     lut[i] = VOID
                     continue
-                bits = " (16-bit PNG: values are read as they are, not mod 256)" if (
-                    px.dtype == np.uint16) else ""
+                bits = " (16-bit PNG: values are read as they are, not mod 256)" if sixteen else ""
                 raise _undeclared(
-                    "label index", idx, flat, flat == key, w, where,
+                    "label index", idx, locate(key), where,
                     f"the labelmap has {n_labels} labels (indices 0..{n_labels - 1}){bits}",
                 )
         lut[i] = VOID if idx in void_labels else idx
-    return lut[_inverse(flat, uniq)].reshape(h, w)
+    return lut
 
 
 def decode_object_png(data: bytes, where: str) -> np.ndarray:
@@ -168,20 +237,28 @@ def decode_object_png(data: bytes, where: str) -> np.ndarray:
     Colours go through the 256-colour VOC instance palette; a colour outside it is an error
     (CVAT's ``Undeclared color``). 1-channel PNGs are raw ids (16-bit ones up to 65535).
     """
+    runs = object_runs(data, where)
+    if runs is not None:
+        return runs.expand(runs.values)
     px, is_colour = _pixels(data, where)
     if not is_colour:
         return px.astype(np.int32)
     h, w = px.shape
     flat = px.reshape(-1)
     uniq = np.unique(flat)
+    lut = _object_table(uniq, lambda key: _FlatPixels(flat, flat == key, w), where)
+    return lut[_inverse(flat, uniq)].reshape(h, w)
+
+
+def _object_table(uniq: np.ndarray, locate, where: str) -> np.ndarray:
     lut = np.empty(len(uniq), dtype=np.int32)
     for i, key in enumerate(uniq.tolist()):
         rgb = _rgb(key)
         idx = VOC_INVERSE.get(rgb)
         if idx is None:
             raise _undeclared(
-                "instance colour", rgb, flat, flat == key, w, where,
+                "instance colour", rgb, locate(key), where,
                 "SegmentationObject colours must come from the 256-colour VOC palette",
             )
         lut[i] = idx
-    return lut[_inverse(flat, uniq)].reshape(h, w)
+    return lut

@@ -40,20 +40,20 @@ from typing import BinaryIO
 
 import numpy as np
 
-from smaskd.errors import DataLossError, InputError
+from smaskd.errors import DataLossError, InputError, SmaskdError
 from smaskd.model import Annotation, BitmapMask, Dataset, Item, RleMask
-from smaskd.pngio import MAX_IMAGE_PIXELS, encode_rgb_png
+from smaskd.pngio import MAX_IMAGE_PIXELS
 from smaskd.rle import counts_from_string
-from smaskd.smask.colormap import VOC_COLORMAP
-from smaskd.smask.compose import Composition, compose_item, is_segment
+from smaskd.smask.compose import is_segment
 from smaskd.smask.labelmap import LabelmapEntry, format_labelmap
 from smaskd.smask.labelset import BACKGROUND, OutputLabels, check_label_names, resolve_labels
+from smaskd.smask.parallel import PoolPolicy, PoolStats, ordered_map
+from smaskd.smask.render import RenderContext, RenderTask, render_item
 from smaskd.smask.zipwriter import ZipStreamWriter, check_member_name
 
 __all__ = ["ExportStats", "export_dataset"]
 
 COMPAT_MODES = (None, "cvat")
-MAX_INSTANCE_ID = 255  # the VOC instance palette has 256 colours, 0 = none
 
 
 @dataclass(slots=True)
@@ -66,6 +66,7 @@ class ExportStats:
     listed: int = 0
     png_pairs: int = 0
     warnings: list[str] = field(default_factory=list)
+    parallel: PoolStats = field(default_factory=PoolStats)
 
 
 # -- planning ------------------------------------------------------------------------------
@@ -81,9 +82,24 @@ def item_kind(item: Item) -> str:
 
 
 @dataclass(slots=True)
+class _Entry:
+    """One item as the plan keeps it: where to fetch it again and what it needs.
+
+    The plan holds these, not the items: ``dataset.items`` may be a compact store
+    (:class:`~smaskd.annotations.compact.CompactItems`) that rebuilds an item per access, so
+    memory stays bounded by one item however many there are.
+    """
+
+    index: int  # position in dataset.items
+    id: str
+    kind: str
+    pixels: int  # frame pixels when it has masks
+
+
+@dataclass(slots=True)
 class _Plan:
-    subsets: dict[str, list[Item]]  # export order: subsets by first appearance
-    writer_of: dict[str, int]  # item id → id() of the occurrence whose PNGs are written
+    subsets: dict[str, list[_Entry]]  # export order: subsets by first appearance
+    writer_of: dict[str, int]  # item id → index of the occurrence whose PNGs are written
     duplicated: set[str]  # ids in more than one subset
 
 
@@ -104,11 +120,18 @@ def _without_unlabelled(item: Item) -> tuple[Item, int]:
     return dataclasses.replace(item, annotations=kept), dropped
 
 
-def _plan(dataset: Dataset, lossless: bool, warnings: list[str]) -> _Plan:
-    subsets: dict[str, list[Item]] = {}
+def _fetch(dataset: Dataset, index: int, lossless: bool) -> Item:
+    item = dataset.items[index]
+    return _without_unlabelled(item)[0] if lossless else item
+
+
+def _plan(dataset: Dataset, lossless: bool, warnings: list[str],
+          visit: Callable[[str, Item], None]) -> _Plan:
+    """Check every item's names and frame; ``visit(subset, item)`` sees each item once."""
+    subsets: dict[str, list[_Entry]] = {}
     seen: set[tuple[str, str]] = set()
     unlabelled = 0
-    for item in dataset.items:
+    for index, item in enumerate(dataset.items):
         if lossless:
             item, dropped = _without_unlabelled(item)
             unlabelled += dropped
@@ -122,9 +145,12 @@ def _plan(dataset: Dataset, lossless: bool, warnings: list[str]) -> _Plan:
         seen.add((item.id, subset))
         if lossless:
             _check_list_id(item.id)
-        if item_kind(item) == MASKS:
+        kind = item_kind(item)
+        if kind == MASKS:
             _check_frame(item)
-        subsets.setdefault(subset, []).append(item)
+        pixels = item.height * item.width if kind == MASKS else 0  # type: ignore[operator]
+        subsets.setdefault(subset, []).append(_Entry(index, item.id, kind, pixels))
+        visit(subset, item)
     if unlabelled:
         warnings.append(
             f"{unlabelled} mask shape(s) without a label were skipped (CVAT would paint them as "
@@ -138,12 +164,52 @@ def _plan(dataset: Dataset, lossless: bool, warnings: list[str]) -> _Plan:
         )
     writer_of: dict[str, int] = {}
     count: dict[str, int] = {}
-    for items in subsets.values():
-        for item in items:
-            count[item.id] = count.get(item.id, 0) + 1
-            if item_kind(item) == MASKS:
-                writer_of[item.id] = id(item)  # the later subset overwrites (§4.8)
+    for entries in subsets.values():
+        for e in entries:
+            count[e.id] = count.get(e.id, 0) + 1
+            if e.kind == MASKS:
+                writer_of[e.id] = e.index  # the later subset overwrites (§4.8)
     return _Plan(subsets, writer_of, {i for i, n in count.items() if n > 1})
+
+
+class _LabelChecks:
+    """The label checks of every mask shape, met item by item, raised in export order.
+
+    The export checks labels subset by subset (its painting order) after the whole plan;
+    the items arrive in file order, once. So each subset keeps its own first error and
+    first use of each label, and :meth:`finish` replays them in subset order.
+    """
+
+    def __init__(self, dataset: Dataset, labels: OutputLabels, lossless: bool) -> None:
+        self._dataset, self._labels, self._lossless = dataset, labels, lossless
+        self._by_subset: dict[str, tuple[dict[int, str], list[SmaskdError], Callable]] = {}
+
+    def visit(self, subset: str, item: Item) -> None:
+        if subset not in self._by_subset:
+            used: dict[int, str] = {}
+            mapper = _class_mapper(self._dataset, self._labels, self._lossless, used)
+            self._by_subset[subset] = (used, [], mapper)
+        used, errors, class_of = self._by_subset[subset]
+        if errors:
+            return
+        for ann in item.annotations:
+            if is_segment(ann) and not _paints_nothing(ann):
+                try:
+                    class_of(ann, f"{item.id}: annotation {ann.id}")
+                except SmaskdError as e:
+                    errors.append(e)
+                    return
+
+    def finish(self, order: list[str]) -> dict[int, str]:
+        """The first error in export order, or every used label with its first use."""
+        used: dict[int, str] = {}
+        for subset in order:
+            sub_used, errors, _ = self._by_subset.get(subset, ({}, [], None))
+            if errors:
+                raise errors[0]
+            for idx, where in sub_used.items():
+                used.setdefault(idx, where)
+        return used
 
 
 def _check_frame(item: Item) -> None:
@@ -264,31 +330,26 @@ def _check_used_labels(out: OutputLabels, used: dict[int, str], warnings: list[s
         )
 
 
-# -- painting ------------------------------------------------------------------------------
-
-
-def _paint(comp: Composition, out: OutputLabels, lossless: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Both images by one table gather each (position → colour), as RGB views.
-
-    The gathers write BGR buffers and return their channel-reversed views: ``pngio`` flips
-    RGB to BGR for OpenCV, and the flip of such a view is the contiguous buffer itself, so
-    no per-pixel copy is made on the way to ``cv2.imencode``.
-    """
-    positions = np.arange(len(comp.classes))
-    if lossless:  # true colours; visible instance ids are <= 255 (checked by the caller)
-        class_lut = out.colors[comp.classes]
-    else:  # CVAT: .astype(np.uint8) before the palette lookup wraps both at 256
-        palette = np.zeros((256, 3), dtype=np.uint8)
-        n = min(256, len(out.colors))
-        palette[:n] = out.colors[:n]
-        class_lut = palette[comp.classes & 255]
-    inst_lut = VOC_COLORMAP[positions & 255]
-    class_bgr = np.take(np.ascontiguousarray(class_lut[:, ::-1]), comp.index, axis=0)
-    inst_bgr = np.take(np.ascontiguousarray(inst_lut[:, ::-1]), comp.index, axis=0)
-    return class_bgr[:, :, ::-1], inst_bgr[:, :, ::-1]
-
-
 # -- the export ----------------------------------------------------------------------------
+
+
+def _render_task(item: Item, class_of: Callable[[Annotation, str], int],
+                 encode: bool) -> RenderTask:
+    """The item with every segment's class resolved here (the label map lives here).
+
+    A class lookup that fails keeps its error, raised where the single-process export raised
+    it: when the annotation is rasterised.
+    """
+    classes: list[int | SmaskdError | None] = []
+    for ann in item.annotations:
+        if not is_segment(ann):
+            classes.append(None)
+            continue
+        try:
+            classes.append(class_of(ann, f"{item.id}: annotation {ann.id}"))
+        except SmaskdError as e:
+            classes.append(e)
+    return RenderTask(item, classes, encode)
 
 
 def export_dataset(
@@ -296,12 +357,16 @@ def export_dataset(
     out: BinaryIO,
     labelmap: list[LabelmapEntry] | None = None,
     compat: str | None = None,
+    jobs: int = 1,
+    policy: PoolPolicy = PoolPolicy(),
 ) -> ExportStats:
     """Write ``dataset`` as a Segmentation Mask zip to the binary file ``out``.
 
     ``labelmap`` (``--labelmap``) fixes the label set and colours; shapes map to it by name.
     Without it the dataset's own labels are used. ``compat="cvat"`` accepts CVAT's data
     loss; the default raises :class:`DataLossError` instead (see the module docstring).
+    ``jobs`` > 1 renders the items of a large export in that many processes (``policy``
+    says when it is large enough); the archive is the same byte for byte.
     """
     if compat not in COMPAT_MODES:
         raise InputError(f"unknown compat mode {compat!r}; expected 'cvat' or nothing", "compat")
@@ -312,17 +377,23 @@ def export_dataset(
     stats.labels = len(labels.entries)
     if lossless:
         check_label_names(labels)
-    plan = _plan(dataset, lossless, stats.warnings)
-
-    used: dict[int, str] = {}
-    class_of = _class_mapper(dataset, labels, lossless, used)
-    for items in plan.subsets.values():  # label checks first: fail before any pixel work
-        for item in items:
-            for ann in item.annotations:
-                if is_segment(ann) and not _paints_nothing(ann):
-                    class_of(ann, f"{item.id}: annotation {ann.id}")
+    checks = _LabelChecks(dataset, labels, lossless)
+    plan = _plan(dataset, lossless, stats.warnings, checks.visit)
+    used = checks.finish(list(plan.subsets))  # label checks first: fail before any pixel work
     if lossless:
         _check_used_labels(labels, used, stats.warnings)
+    class_of = _class_mapper(dataset, labels, lossless, used)
+
+    to_render = [e for entries in plan.subsets.values() for e in entries if e.kind == MASKS]
+    ctx = RenderContext(labels.background, labels.colors, lossless, cvat_bytes=not lossless)
+    tasks = (
+        _render_task(_fetch(dataset, e.index, lossless), class_of,
+                     plan.writer_of.get(e.id) == e.index or (lossless and e.id in plan.duplicated))
+        for e in to_render
+    )
+    helpers = policy.helpers_for(jobs, len(to_render), sum(e.pixels for e in to_render))
+    rendered = ordered_map(render_item, ctx, tasks, helpers, policy, stats.parallel,
+                           describe=lambda task: f"item {task.item.id!r}")
 
     lists: dict[str, list[str]] = {}
     content_of: dict[str, tuple[bytes | None, str]] = {}  # duplicated id → (key, subset)
@@ -330,44 +401,32 @@ def export_dataset(
     mixed_example = ""
     with ZipStreamWriter(out) as zw:
         zw.write("labelmap.txt", format_labelmap(labels.entries).encode("utf-8"))
-        for subset, items in plan.subsets.items():
-            for item in items:
+        for subset, entries in plan.subsets.items():
+            for e in entries:
                 stats.items += 1
-                kind = item_kind(item)
-                if kind == NONMASK:
+                if e.kind == NONMASK:
                     continue
-                lists.setdefault(subset, []).append(item.id)
+                lists.setdefault(subset, []).append(e.id)
                 key: bytes | None = None
-                if kind == MASKS:
-                    comp = compose_item(item, class_of, labels.background)
-                    if comp.mixed_groups:
-                        mixed += len(comp.mixed_groups)
+                if e.kind == MASKS:
+                    r = next(rendered)
+                    if r.mixed_groups:
+                        mixed += len(r.mixed_groups)
                         if not mixed_example:
-                            gid, labs = comp.mixed_groups[0]
-                            mixed_example = (f"{item.id!r} group {gid}: "
+                            gid, labs = r.mixed_groups[0]
+                            mixed_example = (f"{e.id!r} group {gid}: "
                                              + ", ".join(labels.entries[i].name for i in labs))
-                    top = int(comp.index.max()) if comp.index.size else 0
-                    if lossless and top > MAX_INSTANCE_ID:
-                        raise DataLossError(
-                            f"{comp.instances} instances, instance id {top} is visible: ids above "
-                            f"{MAX_INSTANCE_ID} wrap in the 8-bit SegmentationObject PNG (CVAT "
-                            "paints 256 black and merges 257.. with 1..). Group shapes of one "
-                            "object, split the image, or use --compat cvat to accept CVAT's "
-                            "behaviour",
-                            item.id,
-                        )
-                    stats.instances += comp.instances
-                    class_rgb, inst_rgb = _paint(comp, labels, lossless)
-                    del comp
-                    if item.id in plan.duplicated and lossless:
-                        key = _content_key(class_rgb, inst_rgb)
-                    if plan.writer_of.get(item.id) == id(item):
-                        zw.write(f"SegmentationClass/{item.id}.png", encode_rgb_png(class_rgb))
-                        zw.write(f"SegmentationObject/{item.id}.png", encode_rgb_png(inst_rgb))
+                    stats.instances += r.instances
+                    if e.id in plan.duplicated and lossless:
+                        key = hashlib.sha256(r.class_png + r.object_png).digest()
+                    if plan.writer_of.get(e.id) == e.index:
+                        zw.write(f"SegmentationClass/{e.id}.png", r.class_png)
+                        zw.write(f"SegmentationObject/{e.id}.png", r.object_png)
                         stats.png_pairs += 1
-                    del class_rgb, inst_rgb
-                if lossless and item.id in plan.duplicated:
-                    _check_same_content(item, subset, key, content_of)
+                    del r
+                if lossless and e.id in plan.duplicated:
+                    _check_same_content(e.id, subset, key, content_of)
+        rendered.close()
         if not lists and lossless:
             lists = _list_everything(plan, stats.warnings)
         for subset, ids in lists.items():
@@ -382,27 +441,19 @@ def export_dataset(
     return stats
 
 
-def _content_key(class_rgb: np.ndarray, inst_rgb: np.ndarray) -> bytes:
-    h = hashlib.sha256()
-    h.update(repr(class_rgb.shape).encode())
-    h.update(class_rgb.tobytes())
-    h.update(inst_rgb.tobytes())
-    return h.digest()
-
-
-def _check_same_content(item: Item, subset: str, key: bytes | None,
+def _check_same_content(item_id: str, subset: str, key: bytes | None,
                         content_of: dict[str, tuple[bytes | None, str]]) -> None:
     """An id listed in two subsets gets one PNG pair: only lossless if both are the same."""
-    if item.id not in content_of:
-        content_of[item.id] = (key, subset)
+    if item_id not in content_of:
+        content_of[item_id] = (key, subset)
         return
-    first_key, first_subset = content_of[item.id]
+    first_key, first_subset = content_of[item_id]
     if first_key != key:
         raise DataLossError(
             f"item id is in subsets {first_subset!r} and {subset!r} with different masks; the "
             "archive has one PNG pair per id, so a re-import gives both the masks of the last "
             "subset. Rename one of the items, or use --compat cvat to accept CVAT's behaviour",
-            item.id,
+            item_id,
         )
 
 

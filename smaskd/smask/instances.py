@@ -36,8 +36,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from smaskd.model import Annotation, BitmapMask
+from smaskd.pngio import RowRuns
 
-__all__ = ["InstanceResult", "class_masks", "is_placeholder", "object_instances", "placeholder"]
+__all__ = [
+    "InstanceResult",
+    "class_masks",
+    "is_placeholder",
+    "object_instances",
+    "object_instances_runs",
+    "placeholder",
+]
 
 
 @dataclass(slots=True)
@@ -128,6 +136,58 @@ def object_instances(
         counts = counts_all[pairs]
     else:
         pairs, counts = np.unique(keys, return_counts=True)
+    _assemble(result, obj, ids, (y0, y1, x0, x1), pairs, counts, span, background, names)
+    return result
+
+
+def object_instances_runs(
+    obj: RowRuns,
+    cls: RowRuns,
+    background: int | None,
+    names: list[str],
+) -> InstanceResult:
+    """:func:`object_instances` from the runs of both PNGs: the same result, less work.
+
+    Every row start is a run start in both, so the merged breakpoints cut the frame into
+    row segments of one (instance, class) each: boxes and class histograms come from a
+    few thousand segments instead of every pixel.
+    """
+    h, w = obj.height, obj.width
+    result = InstanceResult()
+    cuts = np.concatenate((obj.starts, cls.starts))
+    cuts.sort()
+    cuts = cuts[np.r_[True, cuts[1:] != cuts[:-1]]]
+    inst = obj.values[np.searchsorted(obj.starts, cuts, "right") - 1]
+    keep = inst > 0
+    if not keep.any():
+        _reserve_gaps(result, background)
+        return result
+    klass = cls.values[np.searchsorted(cls.starts, cuts, "right") - 1]
+    length = np.diff(cuts, append=h * w)[keep]
+    cuts, inst = cuts[keep], inst[keep].astype(np.int64)
+    klass = klass[keep].astype(np.int64) + 1  # void -1 → 0
+    span = int(klass.max()) + 1
+    pairs, inverse = np.unique(inst * span + klass, return_inverse=True)
+    counts = np.bincount(inverse, weights=length).astype(np.int64)  # exact below 2**53
+    y = cuts // w
+    xa = cuts - y * w
+    order = np.argsort(inst, kind="stable")
+    grouped = inst[order]
+    first = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    ids = grouped[first]
+    boxes = (np.minimum.reduceat(y[order], first), np.maximum.reduceat(y[order], first),
+             np.minimum.reduceat(xa[order], first),
+             np.maximum.reduceat((xa + length - 1)[order], first))
+    image = obj.expand(obj.values.astype(np.uint8 if int(ids[-1]) < 256 else np.int32))
+    _assemble(result, image, ids, boxes, pairs, counts, span, background, names)
+    return result
+
+
+def _assemble(result: InstanceResult, obj: np.ndarray, ids: np.ndarray, boxes: tuple,
+              pairs: np.ndarray, counts: np.ndarray, span: int, background: int | None,
+              names: list[str]) -> None:
+    """Label, crop and warnings of every instance, from its (instance, class) pixel counts."""
+    y0, y1, x0, x1 = boxes
     pair_inst = pairs // span
     pair_cls = pairs % span - 1
     hist: dict[int, list[tuple[int, int]]] = {}
@@ -146,7 +206,6 @@ def object_instances(
             Annotation(_crop(obj, inst_id, y0[k], y1[k], x0[k], x1[k]), best, 0, inst_id)
         )
     _reserve_gaps(result, background)
-    return result
 
 
 def class_masks(cls: np.ndarray, background: int | None) -> list[Annotation]:

@@ -42,8 +42,14 @@ from typing import BinaryIO
 from smaskd.errors import InputError
 from smaskd.model import RGB, Dataset, Item, Label
 from smaskd.safezip import SafeZip
-from smaskd.smask.decode import decode_class_png, decode_object_png, png_size
-from smaskd.smask.instances import class_masks, object_instances
+from smaskd.smask.decode import (
+    class_runs,
+    decode_class_png,
+    decode_object_png,
+    object_runs,
+    png_size,
+)
+from smaskd.smask.instances import class_masks, object_instances, object_instances_runs
 from smaskd.smask.labelmap import (
     LabelmapEntry,
     categories_from_labelmap,
@@ -51,7 +57,15 @@ from smaskd.smask.labelmap import (
     voc_default_labelmap,
 )
 
-__all__ = ["LabelSpec", "load_mask_zip", "resolve_background"]
+__all__ = [
+    "LabelSpec",
+    "LoadedItem",
+    "MaskArchive",
+    "PngPair",
+    "load_mask_zip",
+    "load_png_pair",
+    "resolve_background",
+]
 
 MAX_TEXT_BYTES = 16 << 20  # labelmap, lists, dataset_meta.json
 MAX_PNG_BYTES = 256 << 20
@@ -206,9 +220,20 @@ def _meta_entries(zf: SafeZip, name: str) -> list[LabelmapEntry]:
                 raise InputError(f"expected [r, g, b] in 0..255, got {c!r}",
                                  f"{name}: segmentation_colors[{i}]")
             color = (c[0], c[1], c[2])
-        parts = (meta.get("parts") or {}).get(n, []) if isinstance(meta.get("parts"), dict) else []
-        entries.append(LabelmapEntry(n, color, tuple(map(str, parts))))
+        entries.append(LabelmapEntry(n, color, _meta_parts(meta, n, name)))
     return entries
+
+
+def _meta_parts(meta: dict, label: str, name: str) -> tuple[str, ...]:
+    """``parts`` {label: [part, ...]}; anything else would turn into nonsense label names."""
+    parts = meta.get("parts") or {}
+    if not isinstance(parts, dict):
+        raise InputError("expected an object {label: [part names]}", f"{name}: parts")
+    value = parts.get(label) or []
+    if not (isinstance(value, list) and all(isinstance(p, str) for p in value)):
+        raise InputError(f"expected a list of part names, got {value!r}"[:200],
+                         f"{name}: parts.{label}")
+    return tuple(value)
 
 
 def _no_constant(value: str) -> None:
@@ -278,8 +303,39 @@ class _Layout:
     root: str
 
 
-def _load_item(zf: SafeZip, item_id: str, subset: str, lay: _Layout, spec: LabelSpec,
-               notes: dict[str, list[str]]) -> Item:
+@dataclass(slots=True)
+class PngPair:
+    """One item's mask PNGs as read from the zip, or the error reading one raised.
+
+    The reading happens in the process that holds the zip; the decoding
+    (:func:`load_png_pair`) may happen in a helper, and raises the read errors in the order
+    a single process meets them.
+    """
+
+    item: Item  # id, subset, image path; size and annotations still empty
+    cls_name: str
+    cls_data: bytes | InputError
+    obj_name: str | None
+    obj_data: bytes | InputError | None
+
+
+@dataclass(slots=True)
+class LoadedItem:
+    item: Item
+    mixed: list[str]
+    dropped: list[str]
+    class_only: bool
+
+
+def _read_member(zf: SafeZip, name: str) -> bytes | InputError:
+    try:
+        return zf.read(name, MAX_PNG_BYTES)
+    except InputError as e:
+        return e
+
+
+def _read_item(zf: SafeZip, item_id: str, subset: str, lay: _Layout) -> Item | PngPair:
+    """An item without masks (complete), or its PNG pair to decode."""
     cls_name, obj_name = lay.cls.get(item_id), lay.obj.get(item_id)
     image = lay.images.get(item_id)
     image_path = image[len(lay.root):] if image else None
@@ -297,28 +353,51 @@ def _load_item(zf: SafeZip, item_id: str, subset: str, lay: _Layout, spec: Label
             "crashes on such archives)",
             obj_name,
         )
-    cls_data = zf.read(cls_name, MAX_PNG_BYTES)
-    cls = decode_class_png(cls_data, cls_name, spec.colors, spec.n_indexed, spec.void)
-    item.height, item.width = cls.shape
+    return PngPair(item, cls_name, _read_member(zf, cls_name), obj_name,
+                   None if obj_name is None else _read_member(zf, obj_name))
+
+
+def load_png_pair(spec: LabelSpec, pair: PngPair) -> LoadedItem:
+    """Decode one item's PNGs into its instances (runs in a helper process for large zips)."""
+    item = pair.item
+    if isinstance(pair.cls_data, InputError):
+        raise pair.cls_data
     names = [lab.name for lab in spec.labels]
-    if obj_name is None:
+    cls_runs = class_runs(pair.cls_data, pair.cls_name, spec.colors, spec.n_indexed, spec.void)
+    if cls_runs is None:
+        cls = decode_class_png(pair.cls_data, pair.cls_name, spec.colors, spec.n_indexed,
+                               spec.void)
+        shape = cls.shape
+    else:
+        shape = (cls_runs.height, cls_runs.width)
+    item.height, item.width = shape
+    if pair.obj_name is None:
+        if cls_runs is not None:
+            cls = cls_runs.expand(cls_runs.values)
         item.annotations = class_masks(cls, spec.background)
-        notes["class_only"].append(item_id)
-        return item
-    obj_data = zf.read(obj_name, MAX_PNG_BYTES)
-    if png_size(obj_data, obj_name) != cls.shape:
+        return LoadedItem(item, [], [], True)
+    if isinstance(pair.obj_data, InputError):
+        raise pair.obj_data
+    obj_data, obj_name = pair.obj_data, pair.obj_name
+    assert obj_data is not None
+    if png_size(obj_data, obj_name) != shape:
         oh, ow = png_size(obj_data, obj_name)
         raise InputError(
-            f"mask sizes differ: {cls_name} is {cls.shape[1]}x{cls.shape[0]}, this one is "
+            f"mask sizes differ: {pair.cls_name} is {shape[1]}x{shape[0]}, this one is "
             f"{ow}x{oh} (w x h)",
             obj_name,
         )
-    obj = decode_object_png(obj_data, obj_name)
-    res = object_instances(obj, cls, spec.background, names)
+    obj_runs = object_runs(obj_data, obj_name) if cls_runs is not None else None
+    if obj_runs is not None:
+        res = object_instances_runs(obj_runs, cls_runs, spec.background, names)
+    else:
+        if cls_runs is not None:
+            cls = cls_runs.expand(cls_runs.values)
+        obj = decode_object_png(obj_data, obj_name)
+        res = object_instances(obj, cls, spec.background, names)
     item.annotations = res.annotations
-    notes["mixed"] += [f"{item_id!r} {m}" for m in res.mixed]
-    notes["dropped"] += [f"{item_id!r} instance {i}" for i in res.dropped]
-    return item
+    return LoadedItem(item, [f"{item.id!r} {m}" for m in res.mixed],
+                      [f"{item.id!r} instance {i}" for i in res.dropped], False)
 
 
 def _summary(what: str, examples: list[str]) -> str:
@@ -327,15 +406,29 @@ def _summary(what: str, examples: list[str]) -> str:
     return f"{what}: {shown}{more}"
 
 
-def load_mask_zip(
-    path: str | Path | BinaryIO, labelmap: list[LabelmapEntry] | None = None
-) -> Dataset:
-    """Read a Segmentation mask zip (CVAT's "Segmentation mask 1.1" / VOC segmentation)."""
-    warnings: list[str] = []
-    with SafeZip(path) as zf:
+class MaskArchive:
+    """An open mask zip: its labels, and its items in list order, read one at a time.
+
+    ``load_mask_zip`` reads every item with it; the import job hands the PNG pairs it reads
+    to :func:`load_png_pair` in helper processes.
+    """
+
+    def __init__(self, path: str | Path | BinaryIO,
+                 labelmap: list[LabelmapEntry] | None = None) -> None:
+        self.warnings: list[str] = []
+        self._notes: dict[str, list[str]] = {"mixed": [], "dropped": [], "class_only": []}
+        self._zf = SafeZip(path)
+        try:
+            self._open(path, labelmap)
+        except BaseException:
+            self._zf.close()
+            raise
+
+    def _open(self, path: str | Path | BinaryIO, labelmap: list[LabelmapEntry] | None) -> None:
+        zf, warnings = self._zf, self.warnings
         names = [n for n in zf.names if _visible(n)]
         root = _dataset_root(names)
-        spec = _labels(zf, names, root, labelmap, warnings)
+        self.spec = _labels(zf, names, root, labelmap, warnings)
         lists = _list_files(names, root, "Segmentation", skip_underscore=False)
         if not lists:
             for task in _FALLBACK_TASKS:
@@ -349,7 +442,7 @@ def load_mask_zip(
         if underscored:
             warnings.append(f"subset list(s) {underscored} read; CVAT skips list files whose name "
                             "contains '_'")
-        lay = _Layout(
+        self._lay = lay = _Layout(
             _members_under(names, f"{root}SegmentationClass/", ".png"),
             _members_under(names, f"{root}SegmentationObject/", ".png"),
             _images(names, f"{root}JPEGImages/"),
@@ -370,22 +463,72 @@ def load_mask_zip(
             warnings.append(_summary(
                 f"{len(unlisted)} mask PNG(s) listed in no ImageSets/Segmentation/*.txt were "
                 "imported into subset 'default'", unlisted))
-        notes: dict[str, list[str]] = {"mixed": [], "dropped": [], "class_only": []}
-        items = [
-            _load_item(zf, item_id, subset, lay, spec, notes)
-            for subset, ids in subsets.items()
-            for item_id in ids
-        ]
-    if notes["mixed"]:
-        warnings.append(_summary(
-            f"{len(notes['mixed'])} instance(s) cover several classes and took the majority "
-            "class (CVAT takes the largest class index)", notes["mixed"]))
-    if notes["dropped"]:
-        warnings.append(_summary(
-            f"{len(notes['dropped'])} instance(s) lie only on background or void pixels and "
-            "were dropped (CVAT imports them as 'background')", notes["dropped"]))
-    if notes["class_only"]:
-        warnings.append(_summary(
-            f"{len(notes['class_only'])} item(s) have no SegmentationObject PNG: one mask per "
-            "class present (no instances, no background mask)", notes["class_only"]))
-    return Dataset(spec.labels, items, "segmentation_mask", warnings)
+        self.entries: list[tuple[str, str]] = [
+            (item_id, subset) for subset, ids in subsets.items() for item_id in ids]
+
+    def has_masks(self, item_id: str) -> bool:
+        return item_id in self._lay.cls or item_id in self._lay.obj
+
+    def read(self, item_id: str, subset: str) -> Item | PngPair:
+        """An item without masks (complete), or its PNG pair for :func:`load_png_pair`."""
+        return _read_item(self._zf, item_id, subset, self._lay)
+
+    def head_of(self, item_id: str, n: int) -> bytes:
+        """The first ``n`` bytes of an item's class PNG (or object PNG): sizes before decoding."""
+        name = self._lay.cls.get(item_id) or self._lay.obj[item_id]
+        try:
+            return self._zf.read_head(name, n)
+        except InputError:
+            return b""  # reported in the item's turn
+
+    def note(self, loaded: LoadedItem) -> Item:
+        """Record a decoded item's warnings; returns its ``Item``."""
+        self.note_parts(loaded.item.id, loaded.mixed, loaded.dropped, loaded.class_only)
+        return loaded.item
+
+    def note_parts(self, item_id: str, mixed: list[str], dropped: list[str],
+                   class_only: bool) -> None:
+        self._notes["mixed"] += mixed
+        self._notes["dropped"] += dropped
+        if class_only:
+            self._notes["class_only"].append(item_id)
+
+    def all_warnings(self) -> list[str]:
+        """The archive's warnings and the summaries of the items' notes (call at the end)."""
+        notes, warnings = self._notes, list(self.warnings)
+        if notes["mixed"]:
+            warnings.append(_summary(
+                f"{len(notes['mixed'])} instance(s) cover several classes and took the majority "
+                "class (CVAT takes the largest class index)", notes["mixed"]))
+        if notes["dropped"]:
+            warnings.append(_summary(
+                f"{len(notes['dropped'])} instance(s) lie only on background or void pixels and "
+                "were dropped (CVAT imports them as 'background')", notes["dropped"]))
+        if notes["class_only"]:
+            warnings.append(_summary(
+                f"{len(notes['class_only'])} item(s) have no SegmentationObject PNG: one mask per "
+                "class present (no instances, no background mask)", notes["class_only"]))
+        return warnings
+
+    def close(self) -> None:
+        self._zf.close()
+
+    def __enter__(self) -> "MaskArchive":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_mask_zip(
+    path: str | Path | BinaryIO, labelmap: list[LabelmapEntry] | None = None
+) -> Dataset:
+    """Read a Segmentation mask zip (CVAT's "Segmentation mask 1.1" / VOC segmentation)."""
+    with MaskArchive(path, labelmap) as archive:
+        items = []
+        for item_id, subset in archive.entries:
+            got = archive.read(item_id, subset)
+            if isinstance(got, PngPair):
+                got = archive.note(load_png_pair(archive.spec, got))
+            items.append(got)
+        return Dataset(archive.spec.labels, items, "segmentation_mask", archive.all_warnings())

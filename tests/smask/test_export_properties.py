@@ -90,7 +90,14 @@ def test_default_equals_cvat_when_nothing_is_lost(anns, h, w):
              Item("b", "default", h, w, [])]
     lossless, _ = run(Dataset(LABELS, items))
     cvat, _ = run(Dataset(LABELS, items), compat="cvat")
-    assert lossless == cvat
+    # same members and pixels; PNG bytes differ (compat keeps CVAT's encoder, the default a
+    # faster one): the format promises pixels
+    assert lossless.keys() == cvat.keys()
+    for name, data in lossless.items():
+        if name.endswith(".png"):
+            assert np.array_equal(rgb(data), rgb(cvat[name])), name
+        else:
+            assert data == cvat[name], name
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,0 +1,83 @@
+"""Test-only fault injection: named points where the daemon or a worker misbehaves on purpose.
+
+Why: "a kill -9 at any moment is harmless" is a claim about specific moments, and a test can
+only check it if it can stop the daemon exactly there. ``SMASKD_FAULT`` holds comma-separated
+directives ``<point>[:<substring of the input name>[:<argument>]]``; nothing reads it unless
+it is set, and production code paths only call :func:`crash_point` / :func:`worker_faults`.
+
+Crash points in the daemon (the process ends with ``os._exit(137)``, as after SIGKILL; the
+workers die with it, see ``workers._die_with_parent``):
+
+==================  ====================================================================
+point               where the daemon dies
+==================  ====================================================================
+after_claim         the file is renamed into processing/, the journal has no row yet
+after_start         a worker was just spawned for the job (the job is ``running``)
+after_temp_write    the worker wrote the result under its staging name and exited;
+                    the journal still says ``running``
+before_publish      staging result and log written, journal says ``publishing``
+                    (alias: ``exit_before_publish``)
+mid_publish         the first output has its final name, the log does not yet
+after_publish       every output has its final name, journal still ``publishing``
+after_journal       journal says ``published``, the input is still in processing/
+                    (alias: ``exit_after_publish``; this is also "before the input move")
+mid_input_move      the input is linked into done/ (or failed/) but not yet unlinked
+                    from processing/
+after_input_move    the input is in done/, the journal does not say ``done`` yet
+failing            a failed job's log is staged and the journal says ``failing``
+after_fail_log      the failed job's log is published, the input is still claimed
+after_fail_move     the failed input is in failed/, its ``.error.json`` is not written
+==================  ====================================================================
+
+Faults in a worker (``workers.worker_main``), after the input is hashed:
+
+==================  ====================================================================
+worker_crash        SIGKILL itself
+worker_segv         a real segmentation fault (reads address 0; core dumps disabled)
+worker_hog          allocate twice ``worker_memory`` (or 64 GiB when unlimited); with
+                    RLIMIT_AS in force this is a clean MemoryError, without it nothing
+                    is touched (calloc'ed pages are never written)
+worker_sleep        sleep ``<argument>`` seconds (default 3600) before converting
+fake_convert        copy the input to the staging name instead of converting
+slow_write          write the staging output in 64 KiB steps every 0.1 s for
+                    ``<argument>`` seconds (default 30), then convert normally
+kill_parent         SIGKILL the daemon from inside the worker, then keep going
+==================  ====================================================================
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["CRASH_POINTS", "WORKER_FAULTS", "crash_point", "worker_faults"]
+
+CRASH_POINTS = ("after_claim", "after_start", "after_temp_write", "before_publish", "mid_publish",
+                "after_publish", "after_journal", "mid_input_move", "after_input_move",
+                "failing", "after_fail_log", "after_fail_move")
+WORKER_FAULTS = ("worker_crash", "worker_segv", "worker_hog", "worker_sleep", "fake_convert",
+                 "slow_write", "kill_parent")
+_ALIASES = {"exit_before_publish": "before_publish", "exit_after_publish": "after_journal"}
+
+
+def _directives(name: str) -> list[list[str]]:
+    spec = os.environ.get("SMASKD_FAULT", "")
+    if not spec:
+        return []
+    found = []
+    for directive in spec.split(","):
+        parts = directive.split(":")
+        if parts[0] and (len(parts) < 2 or parts[1] in name):
+            found.append([_ALIASES.get(parts[0], parts[0]), *parts[1:]])
+    return found
+
+
+def crash_point(point: str, name: str) -> None:
+    """Die here, like kill -9, if ``SMASKD_FAULT`` names this point (and this input)."""
+    assert point in CRASH_POINTS, point
+    if any(d[0] == point for d in _directives(name)):
+        os._exit(137)
+
+
+def worker_faults(name: str) -> list[list[str]]:
+    """The worker-side directives that apply to input ``name`` (``[fault, substr, arg...]``)."""
+    return [d for d in _directives(name) if d[0] in WORKER_FAULTS]

@@ -1,0 +1,231 @@
+"""Recovery: finish what a killed daemon (this host, or a host whose lease expired) left.
+
+Why a module of its own: it is the one place that reads a job's *recorded* state instead of
+living it, and every branch answers "what was done before the crash, what is left?":
+
+==============  ===================================================================
+journal state   what recovery does with the claim
+==============  ===================================================================
+(no row)        journal it; finish a plan marker if one exists, else run it afresh
+claimed,        run it again (staging files of the killed run are removed first;
+running         the attempt count carries on, so a crash loop still ends in failed/)
+publishing      rename the staged files that are still staged, then complete
+published       complete: move (or delete) the input
+failing         publish the staged log, move the input to failed/, write the report
+lost            the claim came back (it should not): run it again
+==============  ===================================================================
+
+A row whose claim is gone: ``published`` → ``done`` (the input was moved before the crash),
+``failing`` with ``moved_to`` → the report is written, anything else → ``lost``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from smaskd.config import Inbox
+from smaskd.daemon import claims
+from smaskd.daemon.journal import TERMINAL, Row
+from smaskd.log import JOB_LOGS
+
+if TYPE_CHECKING:
+    from smaskd.daemon.jobs import Job, Jobs
+
+__all__ = ["recover", "sweep_staging", "take_over"]
+
+_STAGING = re.compile(r"^\.{1,2}smaskd-(\d{8}T\d{6}-[0-9a-f]{8})")
+FOREIGN_STAGING_AGE = 3600.0  # another host's staging file is left alone for this long
+
+
+def recover(jobs: Jobs, inbox: Inbox) -> int:
+    """Re-adopt this host's claims in ``inbox`` after a crash or a drain."""
+    me = jobs.config.host_id
+    adopted = 0
+    present = set()
+    for found in claims.own_claims(inbox, me):
+        present.add(found.job_id)
+        if adopt(jobs, inbox, found):
+            adopted += 1
+    for row in jobs.journal.rows("host_id = ? AND inbox = ? AND state NOT IN (?, ?, ?)",
+                                 (me, inbox.name, *TERMINAL)):
+        if row.job_id not in present and not os.path.lexists(row.claim_path):
+            _without_claim(jobs, inbox, row)
+    for job_id, path in claims.markers(inbox, me):
+        row = jobs.journal.get(job_id)
+        if path.name.endswith(".tmp") or (job_id not in present
+                                          and (row is None or row.state in TERMINAL)):
+            path.unlink(missing_ok=True)
+    return adopted
+
+
+def adopt(jobs: Jobs, inbox: Inbox, found: claims.Claim, taken_from: dict[str, str] | None = None,
+          marker_id: str | None = None) -> bool:
+    """Resume one claim now in our processing folder from whatever record it has."""
+    try:
+        size = os.lstat(found.path).st_size
+    except FileNotFoundError:
+        return False
+    row = jobs.journal.get(found.job_id)
+    if row is None:
+        jobs.journal.add(found.job_id, jobs.config.host_id, inbox.name, found.name, found.path,
+                         size)
+        marker = claims.find_marker(inbox, marker_id or found.job_id)
+        if marker is not None:
+            _apply_marker(jobs, inbox, found, marker)
+        row = jobs.journal.get(found.job_id)
+        assert row is not None
+    job = jobs._job(inbox, found, size)
+    job.stale = True
+    job.attempts, job.sha256, job.action = row.attempts, row.sha256, row.action
+    job.rule = {r.name: r for r in jobs.config.rules}.get(row.rule or "")
+    if job.rule is not None:
+        job.log = job.log.bind(rule=job.rule.name)
+    extra = {"taken_from": taken_from} if taken_from else {}
+    job.log.info("job.recovered", state=row.state, **extra)
+    _resume(jobs, job, row)
+    return True
+
+
+def _resume(jobs: Jobs, job: Job, row: Row) -> None:
+    if row.state in ("publishing", "published", "done"):
+        if row.state == "publishing" and row.outputs:
+            replace = job.rule is not None and job.rule.on_conflict == "replace"
+            jobs._publish_plan(row.outputs, replace, job.name)
+            jobs.journal.update(job.job_id, state="published")
+        JOB_LOGS.close(job.job_id)
+        jobs.complete(job)
+        jobs.log.info("job.done", job_id=job.job_id, input=job.name, recovered=True,
+                      outputs=[Path(f).name for _, f in (row.outputs or [])])
+    elif row.state == "failing":
+        JOB_LOGS.close(job.job_id)
+        jobs.finish_failure(job, row.outputs or [], _error(row))
+    elif row.state == "failed":  # written by an older smaskd before its input moved
+        jobs.fail(job, {"type": "Recovered", "message": row.error or "failed", "where": None})
+    else:
+        if row.state == "lost":
+            jobs.journal.update(job.job_id, state="claimed")
+        jobs._prepare(job)
+
+
+def _error(row: Row) -> dict[str, Any]:
+    if row.detail:
+        return row.detail
+    kind, _, message = (row.error or "Recovered: failed").partition(": ")
+    return {"type": kind, "message": message or kind, "where": None}
+
+
+def _without_claim(jobs: Jobs, inbox: Inbox, row: Row) -> None:
+    if row.state == "published":  # the input was moved (or deleted) before the crash
+        jobs.journal.update(row.job_id, state="done")
+    elif row.state == "failing" and row.moved_to:  # in failed/ already; the report is missing
+        found = claims.Claim(row.job_id, row.name, Path(row.claim_path))
+        job = jobs._job(inbox, found, row.size or 0)
+        job.attempts, job.sha256, job.action = row.attempts, row.sha256, row.action
+        job.rule = {r.name: r for r in jobs.config.rules}.get(row.rule or "")
+        JOB_LOGS.close(job.job_id)
+        jobs.finish_failure(job, row.outputs or [], _error(row))
+        return
+    else:
+        jobs.journal.update(row.job_id, state="lost",
+                            error="claim vanished while the daemon was down "
+                                  "(taken over by another host, or removed)")
+    claims.remove_marker(inbox, jobs.config.host_id, row.job_id)
+
+
+def _apply_marker(jobs: Jobs, inbox: Inbox, found: claims.Claim, path: Path) -> None:
+    """Adopt a dead host's publish/fail plan for ``found`` (names resolved with our config)."""
+    data = claims.read_marker(path)
+    if data is None or data.get("state") not in ("publishing", "failing"):
+        path.unlink(missing_ok=True)
+        return
+    rule = {r.name: r for r in jobs.config.rules}.get(data.get("rule") or "")
+    folder = inbox.failed_dir if data.get("folder") == "failed" else rule.outbox if rule else None
+    if folder is None:  # we do not know its rule: convert it again rather than guess
+        jobs.log.warning("marker.unknown_rule", job_id=found.job_id, rule=data.get("rule"),
+                         action="the file is converted again")
+        return
+    plan = [[str(folder / a), str(folder / b)] for a, b in data.get("pairs") or []]
+    fields: dict[str, Any] = {"state": data["state"], "outputs": plan, "rule": data.get("rule"),
+                              "action": data.get("action"), "attempts": data.get("attempts") or 0,
+                              "sha256": data.get("sha256")}
+    if data.get("error"):
+        fields["detail"] = data["error"]
+        fields["error"] = f"{data['error'].get('type')}: {data['error'].get('message')}"
+    jobs.journal.update(found.job_id, **fields)
+    claims.write_marker(inbox, jobs.config.host_id, found.job_id,
+                        {**data, "job_id": found.job_id, "host_id": jobs.config.host_id})
+    if path.parent != claims.processing_dir(inbox, jobs.config.host_id) or \
+            path.name != f".{found.job_id}.plan":
+        path.unlink(missing_ok=True)
+
+
+def take_over(jobs: Jobs, inbox: Inbox, host: str) -> int:
+    """Move every claim of ``host`` into our folder (rename: one taker wins each) and adopt it."""
+    me = jobs.config.host_id
+    taken = 0
+    for found in claims.own_claims(inbox, host):
+        mine = claims.take_over(found, inbox, me, claims.new_job_id())
+        if mine is None:
+            continue
+        taken += 1
+        adopt(jobs, inbox, mine, taken_from={"host": host, "job_id": found.job_id},
+              marker_id=found.job_id)
+    left = {c.job_id for c in claims.own_claims(inbox, host)}
+    for job_id, path in claims.markers(inbox, host):
+        # its input reached done/ before the host died: nothing in that plan is left to do
+        data = None if path.name.endswith(".tmp") else claims.read_marker(path)
+        if job_id not in left and (data is None or data.get("state") == "publishing"):
+            path.unlink(missing_ok=True)
+    return taken
+
+
+def sweep_staging(jobs: Jobs) -> int:
+    """Remove ``.smaskd-<job>…`` files of jobs that are over (ours) or long abandoned."""
+    folders = {r.outbox for r in jobs.config.rules}
+    for inbox in jobs.config.inboxes:
+        folders |= {inbox.failed_dir, inbox.done_dir}
+    removed = 0
+    now = time.time()
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            m = _STAGING.match(entry.name)
+            if not m:
+                continue
+            row = jobs.journal.get(m.group(1))
+            if row is not None and row.host_id == jobs.config.host_id:
+                over = row.state in TERMINAL
+            else:  # another host's, or lost: only when no claim of it exists and it is old
+                try:
+                    old = now - entry.stat(follow_symlinks=False).st_mtime > FOREIGN_STAGING_AGE
+                except OSError:
+                    continue
+                over = old and not _claimed_anywhere(jobs, m.group(1))
+            if over:
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except OSError:
+                    pass
+    if removed:
+        jobs.log.info("staging.swept", removed=removed)
+    return removed
+
+
+def _claimed_anywhere(jobs: Jobs, job_id: str) -> bool:
+    for inbox in jobs.config.inboxes:
+        for host in claims.foreign_hosts(inbox, ""):
+            folder = claims.processing_dir(inbox, host)
+            try:
+                if any(n.startswith(f"{job_id}{claims.SEP}") for n in os.listdir(folder)):
+                    return True
+            except OSError:
+                continue
+    return False

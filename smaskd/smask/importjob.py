@@ -1,0 +1,211 @@
+"""A mask zip → annotation JSON, item by item, over one or more processes.
+
+``load_mask_zip`` + ``write_annotations`` do the same in two steps and keep every decoded
+mask of the dataset in memory; this job keeps only what goes into the JSON. The process
+holding the zip reads each item's PNG pair and hands it out (:mod:`smaskd.smask.parallel`);
+decoding, instance extraction and the item's JSON entries (RLE or polygons) happen wherever
+the item lands, and the document is assembled in item order, so it is byte for byte the one
+``write_annotations(load_mask_zip(...))`` writes, for any number of processes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from smaskd.annotations.coco_writer import (
+    coco_assemble,
+    coco_categories,
+    coco_image,
+    coco_item_annotations,
+)
+from smaskd.annotations.datumaro_writer import datumaro_assemble, datumaro_item
+from smaskd.annotations.writers import FORMATS, WriteStats, dumps
+from smaskd.errors import InputError
+from smaskd.model import Item
+from smaskd.smask.labelmap import LabelmapEntry
+from smaskd.smask.load import LabelSpec, MaskArchive, PngPair, load_png_pair
+from smaskd.smask.parallel import PoolPolicy, PoolStats, ordered_map
+
+__all__ = ["IMPORT_POLICY", "ImportStats", "ItemContext", "convert_item", "import_masks"]
+
+_SPOOL_BYTES = 4 << 20  # COCO annotations kept in memory up to this, then in a temp file
+#: An item costs an import ~3x less than an export, and a helper the same ~0.2 s to start:
+#: below ~100 Mpx (300 frames of 640x480) the caller alone is as fast (benchmarks/README.md).
+IMPORT_POLICY = PoolPolicy(min_pixels=100_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemContext:
+    """What every item of one import shares."""
+
+    spec: LabelSpec
+    fmt: str
+    polygons: bool
+    cat_of: dict[int, int]  # COCO: label index → category id
+
+
+@dataclass(slots=True)
+class _ItemOutput:
+    item: Item  # size and path; its annotations are already in ``entries``
+    entries: Any  # COCO: list of annotation dicts; Datumaro: the item's entry
+    stats: WriteStats
+    mixed: list[str]
+    dropped: list[str]
+    class_only: bool
+
+
+@dataclass(slots=True)
+class _Unreadable:
+    """An item whose members could not be read: the error waits for the item's turn."""
+
+    error: InputError
+
+
+@dataclass(slots=True)
+class ImportStats:
+    write: WriteStats
+    labels: int
+    warnings: list[str] = field(default_factory=list)
+    parallel: PoolStats = field(default_factory=PoolStats)
+
+
+def convert_item(ctx: ItemContext, pair: PngPair | _Unreadable) -> _ItemOutput:
+    """Decode one item's PNGs and write its JSON entries (in a helper for large zips)."""
+    if isinstance(pair, _Unreadable):
+        raise pair.error
+    loaded = load_png_pair(ctx.spec, pair)
+    item, stats = loaded.item, WriteStats()
+    if ctx.fmt == "coco":  # JSON text made here, where the item is: the caller only splices
+        entries: Any = [dumps(e) for e in coco_item_annotations(item, ctx.cat_of, ctx.polygons,
+                                                               stats)]
+    else:
+        entries = dumps(datumaro_item(item, ctx.polygons, stats))
+    item.annotations = []  # carried in ``entries``; the masks stay here
+    return _ItemOutput(item, entries, stats, loaded.mixed, loaded.dropped, loaded.class_only)
+
+
+def _add(total: WriteStats, part: WriteStats) -> None:
+    for name in ("instances", "polygons", "lost_components", "lost_instances",
+                 "skipped_placeholders"):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+    total.warnings += part.warnings
+
+
+def _pixels(archive: MaskArchive, masked: list[tuple[str, str]]) -> int:
+    """Frame pixels of the job, estimated from the first class PNG's header (for the policy)."""
+    if not masked:
+        return 0
+    head = archive.head_of(masked[0][0], 33)
+    if len(head) < 24 or not head.startswith(b"\x89PNG"):
+        return 0
+    w, h = struct.unpack(">II", head[16:24])
+    return w * h * len(masked)
+
+
+def import_masks(
+    src: str | Path | BinaryIO,
+    out: BinaryIO,
+    labelmap: list[LabelmapEntry] | None = None,
+    fmt: str = "coco",
+    polygons: bool = False,
+    jobs: int = 1,
+    policy: PoolPolicy = IMPORT_POLICY,
+) -> ImportStats:
+    """Write the JSON of the mask zip ``src`` to ``out``; ``jobs`` processes for large zips."""
+    if fmt not in FORMATS:
+        raise InputError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    with MaskArchive(src, labelmap) as archive:
+        labels = archive.spec.labels
+        _, cat_of = coco_categories(labels)
+        ctx = ItemContext(archive.spec, fmt, polygons, cat_of)
+        masked = [e for e in archive.entries if archive.has_masks(e[0])]
+
+        def tasks() -> Iterator[PngPair | _Unreadable]:
+            for item_id, subset in masked:
+                try:
+                    got = archive.read(item_id, subset)
+                except InputError as e:
+                    yield _Unreadable(e)
+                    continue
+                assert isinstance(got, PngPair)
+                yield got
+
+        stats = ImportStats(WriteStats(), len(labels))
+        helpers = policy.helpers_for(jobs, len(masked), _pixels(archive, masked))
+        outputs = ordered_map(convert_item, ctx, tasks(), helpers, policy, stats.parallel,
+                              describe=lambda t: f"item {getattr(t, 'item', None) and t.item.id!r}")
+
+        def rows() -> Iterator[tuple[Item, Any]]:
+            for item_id, subset in archive.entries:
+                if not archive.has_masks(item_id):
+                    item = archive.read(item_id, subset)
+                    assert isinstance(item, Item)
+                    entries = [] if fmt == "coco" else dumps(
+                        datumaro_item(item, polygons, stats.write))
+                    yield item, entries
+                    continue
+                got = next(outputs)
+                _add(stats.write, got.stats)
+                archive.note_parts(got.item.id, got.mixed, got.dropped, got.class_only)
+                yield got.item, got.entries
+
+        try:
+            if fmt == "coco":
+                _write_coco(out, labels, rows(), stats.write)
+            else:
+                _write_datumaro(out, labels, rows(), stats.write)
+        finally:
+            outputs.close()
+        stats.warnings = archive.all_warnings()
+    stats.write.finish()
+    return stats
+
+
+# The documents are written as they are made, byte for byte what ``dump_json`` writes for
+# the whole document: the lists are spliced into the text of the document without them.
+
+
+def _open_list(out: BinaryIO, head: str, tail: str) -> None:
+    assert head.endswith(tail), "the list must be the document's last member"
+    out.write(head[: -len(tail)].encode("utf-8"))
+
+
+def _write_coco(out: BinaryIO, labels, rows, stats: WriteStats) -> None:
+    """``{..., "images": [...], "annotations": [...]}``: images stream to ``out``, the
+    annotations (which follow every image) to a spool file that is appended at the end."""
+    _open_list(out, dumps(coco_assemble(labels, "segmentation_mask", [], WriteStats())),
+               '"images":[],"annotations":[]}')
+    out.write(b'"images":[')
+    count = unsized = 0
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+        for image_id, (item, entries) in enumerate(rows, start=1):
+            stats.items += 1
+            unsized += item.height is None
+            out.write((b"," if image_id > 1 else b"") + dumps(coco_image(image_id, item)).encode())
+            for text in entries:
+                count += 1
+                spool.write(f'{"," if count > 1 else ""}{{"id":{count},"image_id":{image_id},'
+                            f"{text[1:]}".encode("utf-8"))
+        out.write(b'],"annotations":[')
+        spool.seek(0)
+        shutil.copyfileobj(spool, out)
+    out.write(b"]}")
+    if unsized:
+        stats.warnings.append(f"{unsized} image(s) have no mask and no readable image: their "
+                              "width and height are null")
+
+
+def _write_datumaro(out: BinaryIO, labels, rows, stats: WriteStats) -> None:
+    _open_list(out, dumps(datumaro_assemble(labels, "segmentation_mask", [], WriteStats())),
+               '"items":[]}')
+    out.write(b'"items":[')
+    for n, (_, text) in enumerate(rows):
+        stats.items += 1
+        out.write((b"," if n else b"") + text.encode("utf-8"))
+    out.write(b"]}")

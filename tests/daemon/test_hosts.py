@@ -1,0 +1,197 @@
+"""Several daemons on one inbox: each file exactly once; a dead host's claims are taken over
+after its lease, never while it is alive (its heartbeat fresh, or its lock held)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from smaskd.config import parse_config
+from smaskd.daemon.claims import new_job_id
+from smaskd.errors import ConfigError
+from tests.daemon.conftest import Daemon, base_config, coco_bytes, journal_rows
+from tests.daemon.test_crash import assert_settled, drop, names, wait_gone
+
+LEASE = 1.5
+
+
+def host_config(tmp: Path, host: str, **overrides: Any) -> dict[str, Any]:
+    config = base_config(tmp, state_dir=str(tmp / f"state_{host}"), host_id=host,
+                         heartbeat_interval="0.2s", lease=f"{LEASE}s", **overrides)
+    config["inboxes"][0]["settle"] = "0.1s"
+    return config
+
+
+def start_host(tmp: Path, daemon_factory, host: str, env: dict[str, str] | None = None,
+               *args: str, **overrides: Any) -> Daemon:
+    """A daemon with its own config file, state dir and host id on the shared inbox."""
+    folder = tmp / f"host_{host}"
+    folder.mkdir(exist_ok=True)
+    (folder / "smaskd.yaml").write_text(yaml.safe_dump(host_config(tmp, host, **overrides)))
+    return daemon_factory(None, "-c", str(folder / "smaskd.yaml"), *args, env=env).start()
+
+
+def claims_of(tmp: Path, host: str) -> list[str]:
+    folder = tmp / "inbox" / ".smaskd" / "processing" / host
+    return [n for n in names(folder) if "__" in n]
+
+
+def stamp(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def test_lease_must_cover_several_heartbeats() -> None:
+    base = {"inboxes": [{"name": "in", "path": "/srv/in"}], "state_dir": "/var/lib/x"}
+    config = parse_config({**base, "heartbeat_interval": "5s", "lease": "2m"})
+    assert (config.heartbeat_interval, config.lease) == (5.0, 120.0)
+    assert (parse_config(base).heartbeat_interval, parse_config(base).lease) == (10.0, 60.0)
+    with pytest.raises(ConfigError) as e:
+        parse_config({**base, "heartbeat_interval": "10s", "lease": "20s"})
+    assert e.value.where == "lease" and "3 x heartbeat_interval" in e.value.message
+    with pytest.raises(ConfigError) as e:
+        parse_config({**base, "heartbeat_interval": "0s"})
+    assert e.value.where == "heartbeat_interval"
+
+
+@pytest.mark.slow
+def test_two_daemons_200_files_each_exactly_once(tmp_path: Path, daemon_factory) -> None:
+    env = {"SMASKD_FAULT": "fake_convert"}  # 200 real conversions would only measure numpy
+    a = start_host(tmp_path, daemon_factory, "hosta", env)
+    b = start_host(tmp_path, daemon_factory, "hostb", env)
+    a.wait_ready()
+    b.wait_ready()
+    inbox = tmp_path / "inbox"
+    wanted = {f"f{i:03d}.json" for i in range(200)}
+    for name in sorted(wanted):
+        drop(inbox, name, coco_bytes(name), old=False)
+    a.wait_for(lambda: len(a.events("job.done")) + len(b.events("job.done")) >= 200, 180,
+               "200 jobs")
+    assert a.stop() == 0 and b.stop() == 0
+    by_a = {e["input"] for e in a.events("job.done")}
+    by_b = {e["input"] for e in b.events("job.done")}
+    assert len(a.events("job.done")) + len(b.events("job.done")) == 200
+    assert by_a | by_b == wanted and not by_a & by_b
+    assert not a.events("host.taken_over") and not b.events("host.taken_over")
+    assert_settled(tmp_path, wanted, set(), [tmp_path / "state_hosta", tmp_path / "state_hostb"])
+
+
+def test_dead_host_claims_taken_over_after_lease_never_while_alive(tmp_path, daemon_factory):
+    """A holds 3 claims. Stopped (SIGSTOP: heartbeat stale, lock held) B keeps its hands off;
+    killed -9, B takes them over and converts each once; A's restart knows they are gone."""
+    a = start_host(tmp_path, daemon_factory, "hosta", {"SMASKD_FAULT": "worker_sleep:slow:120"},
+                   workers=2)
+    a.wait_ready()
+    inbox = tmp_path / "inbox"
+    wanted = {"slow1.json", "slow2.json", "slow3.json"}
+    for name in sorted(wanted):
+        drop(inbox, name, coco_bytes(name), old=False)
+    a.wait_for(lambda: len(a.events("job.started")) == 2 and len(claims_of(tmp_path, "hosta")) == 3,
+               60, "A holding 3 claims, 2 running")
+    workers = [e["pid"] for e in a.events("job.started")]
+    b = start_host(tmp_path, daemon_factory, "hostb")
+    b.wait_ready()
+
+    a.signal(signal.SIGSTOP)  # alive but silent: on one machine its flock still says "alive"
+    try:
+        b.wait_for(lambda: b.events("host.stalled"), 30, "B noticing A's stale heartbeat")
+        assert not b.events("host.taken_over")
+        assert len(claims_of(tmp_path, "hosta")) == 3 and claims_of(tmp_path, "hostb") == []
+    finally:
+        a.signal(signal.SIGKILL)
+    a.proc.wait(10)
+    killed = time.time()
+    wait_gone(workers)
+
+    taken = b.wait_for(lambda: b.events("host.taken_over"), 60, "B taking over A's claims")
+    assert taken[0]["host"] == "hosta" and taken[0]["claims"] == 3
+    assert taken[0]["heartbeat_age_s"] >= LEASE
+    b.wait_for(lambda: len(b.events("job.done")) == 3, 60, "B converting the 3 files")
+    assert b.stop() == 0
+    assert claims_of(tmp_path, "hosta") == [] and len(b.events("job.recovered")) == 3
+    assert min(stamp(e) for e in b.events("job.recovered")) >= killed - 0.5
+
+    again = start_host(tmp_path, daemon_factory, "hosta", None, "--once")  # A comes back
+    assert again.wait(60) == 0
+    assert not again.events("job.done")
+    assert {r["state"] for r in journal_rows(tmp_path / "state_hosta")} == {"lost"}
+    assert_settled(tmp_path, wanted, set(), [tmp_path / "state_hosta", tmp_path / "state_hostb"],
+                   lost_allowed=True)
+
+
+def test_host_that_died_while_publishing_is_finished_not_redone(tmp_path, daemon_factory) -> None:
+    """A dies with its result staged and its plan marked: B publishes A's result as planned
+    (no second conversion, no second result) and moves the input to done/."""
+    inbox = tmp_path / "inbox"
+    drop(inbox, "victim.json", coco_bytes("victim"))
+    a = start_host(tmp_path, daemon_factory, "hosta", {"SMASKD_FAULT": "before_publish:victim"},
+                   "--once")
+    assert a.wait(60) == 137
+    staged = [n for n in names(tmp_path / "outbox") if n.startswith(".smaskd-")]
+    assert len(staged) == 2  # the result and its log, under their staging names
+    zip_bytes = (tmp_path / "outbox" / next(n for n in staged if n.endswith(".zip"))).read_bytes()
+
+    b = start_host(tmp_path, daemon_factory, "hostb")
+    taken = b.wait_for(lambda: b.events("host.taken_over"), 60, "B taking over")
+    assert taken[0]["claims"] == 1
+    b.wait_for(lambda: b.events("job.done"), 60, "B finishing A's plan")
+    assert b.stop() == 0
+    assert not b.events("job.started"), "B converted the file again"
+    assert (tmp_path / "outbox" / "victim.zip").read_bytes() == zip_bytes
+    again = start_host(tmp_path, daemon_factory, "hosta", None, "--once")  # A comes back
+    assert again.wait(60) == 0 and not again.events("job.done")
+    assert [r["state"] for r in journal_rows(tmp_path / "state_hosta")] == ["lost"]
+    assert_settled(tmp_path, {"victim.json"}, set(),
+                   [tmp_path / "state_hosta", tmp_path / "state_hostb"], lost_allowed=True)
+
+
+def test_remote_host_keeps_claims_while_its_heartbeat_changes(tmp_path, daemon_factory) -> None:
+    """A host on another machine (no shared lock, as over NFS): only its heartbeat speaks for
+    it. While it beats, its claim stays put; a lease after its last beat, B takes it."""
+    inbox = tmp_path / "inbox"
+    processing = inbox / ".smaskd" / "processing" / "remote"
+    processing.mkdir(parents=True)
+    (processing / f"{new_job_id()}__r1.json").write_bytes(coco_bytes("r1"))
+    beat_file = inbox / ".smaskd" / "hosts" / "remote.heartbeat"
+    beat_file.parent.mkdir(parents=True)
+    stop = threading.Event()
+    last_beat = [0.0]
+
+    def beat() -> None:
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            tmp = beat_file.with_name(".remote.tmp")
+            tmp.write_text(json.dumps({"host_id": "remote", "seq": seq}))
+            os.replace(tmp, beat_file)
+            last_beat[0] = time.time()
+            stop.wait(0.2)
+
+    beating = threading.Thread(target=beat, daemon=True)
+    beating.start()
+    b = start_host(tmp_path, daemon_factory, "hostb")
+    try:
+        b.wait_ready()
+        deadline = time.monotonic() + 2.5 * LEASE  # a fresh heartbeat must hold for any length
+        while time.monotonic() < deadline:
+            assert not b.events("host.taken_over"), "took a live host's claim"
+            time.sleep(0.1)
+        assert len(claims_of(tmp_path, "remote")) == 1
+    finally:
+        stop.set()
+        beating.join(5)
+    silent_since = last_beat[0]
+    taken = b.wait_for(lambda: b.events("host.taken_over"), 60, "B taking over the silent host")
+    assert stamp(taken[0]) - silent_since >= LEASE - 0.05
+    b.wait_for(lambda: b.events("job.done"), 60, "r1 converted")
+    assert b.stop() == 0
+    assert (tmp_path / "outbox" / "r1.zip").exists()
+    assert_settled(tmp_path, {"r1.json"}, set(), [tmp_path / "state_hostb"])
