@@ -28,13 +28,31 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask, without the set-and-restore race of ``os.umask`` where possible."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
 @contextlib.contextmanager
-def atomic_writer(path: Path | str, mode: int = 0o644) -> Iterator[BinaryIO]:
+def atomic_writer(path: Path | str, mode: int | None = None) -> Iterator[BinaryIO]:
     """Yield a binary file that becomes ``path`` only if the block completes.
 
     The temp file is a dot-name in the same folder (so the rename is atomic and watch
     folders ignore it); on any exception it is removed and ``path`` is untouched.
+    ``mkstemp`` makes it 0600; the result gets ``mode``, by default what ``open()`` would
+    have given (0666 less the umask), so a user's umask still decides who may read it.
     """
+    if mode is None:
+        mode = 0o666 & ~_umask()
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)

@@ -76,6 +76,9 @@ def classify(inbox: Inbox, outbox: Path | None,
     if not os.path.isdir(inbox.path):
         return Fault(f"inbox {inbox.name}", inbox.path, "is missing (unmounted share? renamed?)",
                      "dir")
+    if outbox is not None and not os.path.isdir(outbox.parent):
+        return Fault("outbox", outbox.parent, "is missing (unmounted share? renamed?); the "
+                     f"outbox {outbox} is not created under it", "dir")
     code, filename = _error_fields(error)
     if code is None:
         return None

@@ -30,7 +30,7 @@ from typing import Any
 from smaskd.config import Inbox
 from smaskd.errors import BusyError
 
-__all__ = ["Claim", "claim", "find_marker", "foreign_hosts", "lock_processing", "markers",
+__all__ = ["Claim", "claim", "find_marker", "foreign_hosts", "lock_processing", "make_processing_dir", "markers",
            "new_job_id", "own_claims", "processing_dir", "processing_root", "read_marker",
            "remove_marker", "split_claim_name", "take_over", "try_lock", "unlock", "write_marker"]
 
@@ -70,11 +70,28 @@ class Claim:
         return f"Claim({self.job_id!r}, {self.name!r})"
 
 
-def claim(src: Path, inbox: Inbox, host_id: str, job_id: str | None = None) -> Claim | None:
-    """Rename ``src`` into this host's processing folder; None if another process won."""
-    job_id = job_id or new_job_id()
+def make_processing_dir(inbox: Inbox, host_id: str) -> Path:
+    """This host's processing folder, creating the levels below the inbox but never the inbox.
+
+    An inbox that vanished (an unmounted share) raises FileNotFoundError instead of being
+    rebuilt as an empty local folder under the mount point.
+    """
     folder = processing_dir(inbox, host_id)
-    folder.mkdir(parents=True, exist_ok=True)
+    current = inbox.path
+    for part in folder.relative_to(inbox.path).parts:
+        current = current / part
+        current.mkdir(exist_ok=True)
+    return folder
+
+
+def claim(src: Path, inbox: Inbox, host_id: str, job_id: str | None = None) -> Claim | None:
+    """Rename ``src`` into this host's processing folder; None if another process won
+    (or the inbox vanished with it)."""
+    job_id = job_id or new_job_id()
+    try:
+        folder = make_processing_dir(inbox, host_id)
+    except FileNotFoundError:
+        return None
     dst = folder / f"{job_id}{SEP}{src.name}"
     try:
         os.rename(src, dst)
@@ -127,7 +144,7 @@ def lock_processing(inbox: Inbox, host_id: str, wait: float = 3.0) -> int:
     Another host probing this lock (to see whether we are alive) holds it for a moment, so
     a busy lock is retried for ``wait`` seconds before it means "a second daemon".
     """
-    processing_dir(inbox, host_id).mkdir(parents=True, exist_ok=True)
+    make_processing_dir(inbox, host_id)
     deadline = time.monotonic() + wait
     while (fd := try_lock(inbox, host_id)) is None:
         if time.monotonic() >= deadline:
@@ -153,8 +170,10 @@ def take_over(found: Claim, inbox: Inbox, host_id: str, job_id: str) -> Claim | 
     A new id, because the old owner may only be stalled: its staging files and journal row
     carry the old id, and nothing it cleans up later may touch the new owner's files.
     """
-    folder = processing_dir(inbox, host_id)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder = make_processing_dir(inbox, host_id)
+    except FileNotFoundError:
+        return None
     dst = folder / f"{job_id}{SEP}{found.name}"
     try:
         os.rename(found.path, dst)

@@ -175,6 +175,8 @@ class Jobs:
             try:
                 self._start(job)
             except OSError as e:  # cannot spawn now (EAGAIN, ENOMEM): keep the job, try later
+                if self._park(job, e, "run"):
+                    continue  # the outbox's share is gone: wait for it (backoff.py)
                 job.attempts -= 1
                 self.queue.appendleft(job)
                 job.log.error("worker.spawn_failed", error=str(e))
@@ -182,12 +184,14 @@ class Jobs:
 
     def _start(self, job: Job) -> None:
         assert job.rule is not None and job.action is not None
-        job.rule.outbox.mkdir(parents=True, exist_ok=True)
         if job.stale:
             self._cleanup_staging(job)
             job.stale = False
         job.attempts += 1
         job.started_at = time.monotonic()
+        # The outbox itself, never its parents: under an unmounted share's mount point a
+        # local folder would swallow the results (the parent missing is a fault: _park).
+        job.rule.outbox.mkdir(exist_ok=True)
         staging = outbox.staging_path(job.rule.outbox, job.job_id, output_suffix(job.action))
         spec = JobSpec(job.job_id, job.rule.name, job.name, str(job.claim_path), str(staging),
                        job.action, replace(job.rule.options, source_name=job.name),
@@ -461,7 +465,7 @@ class Jobs:
         box, folder = (job.rule.outbox, "outbox") if job.rule else (job.inbox.failed_dir, "failed")
         plan: list[list[str]] = []
         try:
-            box.mkdir(parents=True, exist_ok=True)
+            box.mkdir(exist_ok=True)
             stem = outbox.pick_names(box, outbox.output_stem(job.name), [LOG_SUFFIX], "rename")
             staging = outbox.staging_path(box, job.job_id, LOG_SUFFIX)
             outbox.write_staging(staging, data, self.config.file_mode)

@@ -84,8 +84,12 @@ class Service:
     def _prepare_folders(self, config: Config) -> None:
         for inbox in config.inboxes:
             self._prepare_inbox(inbox, config)
-        for rule in config.rules:
-            rule.outbox.mkdir(parents=True, exist_ok=True)
+        for rule in config.rules:  # as inboxes: the last component only (see below)
+            try:
+                rule.outbox.mkdir(exist_ok=True)
+            except FileNotFoundError:
+                self.log.error("outbox.missing", rule=rule.name, path=str(rule.outbox),
+                               action="its jobs wait for the parent folder; not created")
 
     def _prepare_inbox(self, inbox: Inbox, config: Config) -> bool:
         """Create the inbox (only its last component), done/, failed/, and lock the claims.

@@ -329,33 +329,6 @@ def test_workers_die_with_the_daemon(tmp_path: Path, daemon_factory) -> None:
         pytest.fail(f"worker {pid} outlived its parent")
 
 
-def test_two_daemons_share_an_inbox_each_file_once(tmp_path: Path, daemon_factory) -> None:
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    config = base_config(tmp_path, workers=1)
-    del config["host_id"]
-    a = daemon_factory(config, "--host-id", "hosta").start()
-    config_b = dict(config, state_dir=str(tmp_path / "state_b"))
-    b_dir = tmp_path / "b"
-    b_dir.mkdir()
-    import yaml
-
-    (b_dir / "smaskd.yaml").write_text(yaml.safe_dump(config_b))
-    b = daemon_factory(None, "-c", str(b_dir / "smaskd.yaml"), "--host-id", "hostb").start()
-    a.wait_ready()
-    b.wait_ready()
-    names = [f"f{i}" for i in range(8)]
-    for name in names:
-        (inbox / f".{name}.tmp").write_bytes(coco_bytes(name))
-        os.rename(inbox / f".{name}.tmp", inbox / f"{name}.json")
-    a.wait_for(lambda: len(a.events("job.done")) + len(b.events("job.done")) >= 8, 60, "8 jobs")
-    time.sleep(0.8)
-    assert a.stop() == 0 and b.stop() == 0
-    assert files(tmp_path / "outbox") == sorted([f"{n}.zip" for n in names] +
-                                                [f"{n}.log.jsonl" for n in names])
-    assert len(a.events("job.done")) + len(b.events("job.done")) == 8
-
-
 @pytest.mark.parametrize("on_conflict,expected", [
     ("rename", ["a-1.log.jsonl", "a-1.zip", "a.log.jsonl", "a.zip"]),
     ("replace", ["a.log.jsonl", "a.zip"]),

@@ -88,6 +88,28 @@ def test_share_unmounted_and_back(tmp_path: Path, daemon_factory) -> None:
     assert '"job.waiting"' in log and "is missing" in log
 
 
+def test_outbox_share_missing_is_waited_for_never_created(tmp_path: Path, daemon_factory) -> None:
+    """An outbox on an unmounted share (its parent missing) is not created locally under the
+    mount point: the job waits with its input claimed, STATUS says why, and it completes
+    once the share is back."""
+    share = tmp_path / "outshare"
+    config = base_config(tmp_path, fault_backoff="2s",
+                         rules=[{"name": "auto", "action": "auto",
+                                 "outbox": str(share / "outbox")}])
+    d = daemon_factory(config, env={"SMASKD_FAULT": "fake_convert"}).start()
+    d.wait_ready()
+    (tmp_path / "inbox" / "a.json").write_bytes(coco_bytes("a"))
+    _wait_status(d, "outbox", "is missing")
+    time.sleep(2.5)  # a retry or two of the backoff
+    assert not share.exists(), "the daemon created the missing share's outbox locally"
+    assert _claims(tmp_path / "inbox") and not d.events("job.failed")
+    share.mkdir()  # the share is mounted again
+    d.wait_for(lambda: d.events("job.done"), 60, "a.json done once the share is back")
+    assert d.stop() == 0
+    assert files(share / "outbox") == ["a.log.jsonl", "a.zip"]
+    assert files(tmp_path / "inbox" / "failed") == [] and _claims(tmp_path / "inbox") == []
+
+
 def test_inbox_deleted_and_recreated_is_watched_again(tmp_path: Path, daemon_factory) -> None:
     """A deleted inbox is not recreated by the daemon; once someone recreates it (a new
     inode, which no old inotify watch follows) a file dropped there is seen at once, not
