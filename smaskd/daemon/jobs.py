@@ -563,7 +563,7 @@ class Jobs:
                 else:
                     row = self.journal.get(job.job_id)
                     if row is not None:
-                        recovery._resume(self, job, row)
+                        recovery.resume(self, job, row)
             except Exception as e:  # noqa: BLE001 - as in collect(): park again or fail
                 if not self._park(job, e, waiter.step, waiter.outcome):
                     job.log.error("job.finish_error", error=f"{type(e).__name__}: {e}")

@@ -35,7 +35,7 @@ from smaskd.log import JOB_LOGS
 if TYPE_CHECKING:
     from smaskd.daemon.jobs import Job, Jobs
 
-__all__ = ["recover", "sweep_staging", "take_over"]
+__all__ = ["recover", "resume", "sweep_staging", "take_over"]
 
 _STAGING = re.compile(r"^\.{1,2}smaskd-(\d{8}T\d{6}-[0-9a-f]{8})")
 FOREIGN_STAGING_AGE = 3600.0  # another host's staging file is left alone for this long
@@ -86,11 +86,11 @@ def adopt(jobs: Jobs, inbox: Inbox, found: claims.Claim, taken_from: dict[str, s
         job.log = job.log.bind(rule=job.rule.name)
     extra = {"taken_from": taken_from} if taken_from else {}
     job.log.info("job.recovered", state=row.state, **extra)
-    _resume(jobs, job, row)
+    resume(jobs, job, row)
     return True
 
 
-def _resume(jobs: Jobs, job: Job, row: Row) -> None:
+def resume(jobs: Jobs, job: Job, row: Row) -> None:
     if row.state in ("publishing", "published", "done"):
         if row.state == "publishing" and row.outputs:
             replace = job.rule is not None and job.rule.on_conflict == "replace"
