@@ -91,6 +91,7 @@ def adopt(jobs: Jobs, inbox: Inbox, found: claims.Claim, taken_from: dict[str, s
 
 
 def resume(jobs: Jobs, job: Job, row: Row) -> None:
+    """Carry a job on from the step its journal row records, so no step runs twice."""
     if row.state in ("publishing", "published", "done"):
         if row.state == "publishing" and row.outputs:
             replace = job.rule is not None and job.rule.on_conflict == "replace"

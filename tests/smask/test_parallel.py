@@ -8,6 +8,7 @@ count) instead of hoping the scheduler sent them some.
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import os
 import time
@@ -260,3 +261,38 @@ def test_the_caller_takes_back_work_from_a_slow_helper():
     assert out == [t * 2 for t in range(30)]  # order kept whoever did what
     assert stats.local_items + stats.helper_items == 30
     assert stats.local_items > stats.helper_items  # the caller did not sit waiting
+
+
+# -- the knobs -----------------------------------------------------------------------------
+
+
+def test_rule_options_take_jobs_and_refuse_nonsense():
+    from smaskd.convert import ConvertOptions
+
+    assert ConvertOptions().jobs == 1  # the library and the daemon: one process per job
+    assert ConvertOptions.from_mapping({"jobs": 2}).jobs == 2
+    for bad in (0, -1, True, "2", 1.5, 10_000):
+        with pytest.raises(InputError, match=r"rules\[0\]\.options\.jobs: expected an integer"):
+            ConvertOptions.from_mapping({"jobs": bad}, "rules[0].options")
+
+
+def test_cli_jobs_flag(tmp_path):
+    from tests.conftest import run_cli
+
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps({
+        "categories": {"label": {"labels": [{"name": "car"}]}},
+        "items": [{"id": "a", "image": {"size": [4, 5]}, "annotations": [
+            {"id": 1, "type": "bbox", "label_id": 0, "bbox": [1, 1, 2, 2]}]}],
+    }))
+    outs = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"out{jobs}.zip"
+        res = run_cli("export", "-j", jobs, src, "-o", out)
+        assert res.returncode == 0, res.stderr
+        res = run_cli("import", "--jobs", jobs, out, "-o", tmp_path / f"back{jobs}.json")
+        assert res.returncode == 0, res.stderr
+        outs.append((tmp_path / f"back{jobs}.json").read_bytes())
+    assert outs[0] == outs[1]
+    res = run_cli("export", "-j", "0", src, "-o", tmp_path / "x.zip")
+    assert res.returncode == 2 and "expected an integer 1..256" in res.stderr
