@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from smaskd.atomicio import atomic_writer
+from smaskd.daemon.procs import pid_alive
 
 __all__ = ["FILE", "describe", "read_status", "write_status"]
 
@@ -41,23 +42,11 @@ def read_status(state_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def describe(data: dict[str, Any], now: float | None = None) -> list[str]:
     """Human lines for ``smaskd status``: running or not, the status, each problem."""
     now = time.time() if now is None else now
     age = max(0.0, now - float(data.get("updated", now)))
-    running = data.get("state") == "running" and _alive(data.get("pid"))
+    running = data.get("state") == "running" and pid_alive(data.get("pid"))
     head = (f"daemon: running (pid {data.get('pid')}, status {age:.0f} s old)" if running else
             f"daemon: not running (last status {age:.0f} s old)")
     lines = [head, f"status: {data.get('status', '')}"]

@@ -38,6 +38,7 @@ from typing import Any
 
 from smaskd.convert import ConvertOptions
 from smaskd.daemon.faults import worker_faults
+from smaskd.daemon.procs import pid_alive
 
 __all__ = ["JobSpec", "Outcome", "Supervisor", "describe_error", "memory_error", "worker_main"]
 
@@ -122,26 +123,16 @@ def _die_with_parent(parent_pid: int) -> None:
     # Our parent is the fork server (or the daemon itself with ``spawn``); either way it dies
     # with the daemon. Checked after prctl: a daemon that died before it took effect is seen.
     ppid = os.getppid()
-    if ppid == 1 or not _alive(parent_pid):
+    if ppid == 1 or not pid_alive(parent_pid):
         os._exit(1)
 
     def watch() -> None:  # belt and braces where prctl is unavailable
         while True:
             time.sleep(1.0)
-            if os.getppid() != ppid or not _alive(parent_pid):
+            if os.getppid() != ppid or not pid_alive(parent_pid):
                 os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _limit_memory(limit: int | None) -> int | None:

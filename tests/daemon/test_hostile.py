@@ -17,7 +17,6 @@ alive and converts a valid file afterwards.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import stat
@@ -25,7 +24,6 @@ import struct
 import subprocess
 import sys
 import threading
-import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -33,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.conftest import base_config, coco, coco_bytes, files
+from tests.test_safezip import make_zip
 
 pytestmark = pytest.mark.slow
 
@@ -40,17 +39,6 @@ DEADLINE = 180.0  # generous: two shared cores, one worker spawn per hostile fil
 
 
 # ------------------------------------------------------------------------------ zip builders
-
-
-def _zip(entries: list[tuple[str | zipfile.ZipInfo, bytes]],
-         compression: int = zipfile.ZIP_STORED) -> bytes:
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # duplicate names on purpose
-        with zipfile.ZipFile(buf, "w", compression) as zf:
-            for name, data in entries:
-                zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def _central_offsets(data: bytes) -> list[int]:
@@ -89,7 +77,7 @@ _LABELMAP = b"# label:color_rgb:parts:actions\nbackground:0,0,0::\ncat:255,0,0::
 
 
 def _mask_zip(png: bytes) -> bytes:
-    return _zip([("labelmap.txt", _LABELMAP), ("ImageSets/Segmentation/default.txt", b"a\n"),
+    return make_zip([("labelmap.txt", _LABELMAP), ("ImageSets/Segmentation/default.txt", b"a\n"),
                  ("SegmentationClass/a.png", png), ("SegmentationObject/a.png", png)])
 
 
@@ -101,17 +89,17 @@ def _symlink_member() -> zipfile.ZipInfo:
 
 
 def _many_entries(n: int) -> bytes:
-    return _zip([(f"{i:05d}", b"") for i in range(n)])
+    return make_zip([(f"{i:05d}", b"") for i in range(n)])
 
 
 def _declared_bomb() -> bytes:
     """One small stored entry whose central directory claims 3 GiB uncompressed."""
-    return _patch_central(_zip([("SegmentationClass/a.png", b"x" * 16)]), 0, 24, 3 << 30)
+    return _patch_central(make_zip([("SegmentationClass/a.png", b"x" * 16)]), 0, 24, 3 << 30)
 
 
 def _overlapping() -> bytes:
     """Two central directory entries pointing at the same local header (and data)."""
-    data = _zip([("SegmentationClass/a.png", b"x" * 100), ("SegmentationClass/b.png", b"y" * 100)])
+    data = make_zip([("SegmentationClass/a.png", b"x" * 100), ("SegmentationClass/b.png", b"y" * 100)])
     return _patch_central(data, 1, 42, 0)
 
 
@@ -167,16 +155,16 @@ def hostile_files(max_input_bytes: int) -> dict[str, tuple[bytes, list[str]]]:
     assert nan != coco_bytes() and inf != coco_bytes()
     cases: dict[str, tuple[bytes, list[str]]] = {
         # --- archives: refused by name and by numbers before anything is decoded
-        "slip.zip": (_zip([("labelmap.txt", _LABELMAP), ("../evil.png", b"x")]),
+        "slip.zip": (make_zip([("labelmap.txt", _LABELMAP), ("../evil.png", b"x")]),
                      ["'../evil.png'", "'..'"]),
-        "slip_backslash.zip": (_zip([("a\\..\\..\\evil.png", b"x")]), ["backslash"]),
-        "absolute.zip": (_zip([("/etc/x", b"x")]), ["'/etc/x'", "absolute"]),
-        "symlink_member.zip": (_zip([(_symlink_member(), b"/etc/passwd")]), ["symbolic link"]),
-        "duplicate.zip": (_zip([("labelmap.txt", _LABELMAP), ("labelmap.txt", b"dog:1,2,3::\n")]),
+        "slip_backslash.zip": (make_zip([("a\\..\\..\\evil.png", b"x")]), ["backslash"]),
+        "absolute.zip": (make_zip([("/etc/x", b"x")]), ["'/etc/x'", "absolute"]),
+        "symlink_member.zip": (make_zip([(_symlink_member(), b"/etc/passwd")]), ["symbolic link"]),
+        "duplicate.zip": (make_zip([("labelmap.txt", _LABELMAP), ("labelmap.txt", b"dog:1,2,3::\n")]),
                           ["'labelmap.txt'", "duplicate name"]),
-        "case.zip": (_zip([("SegmentationClass/A.png", b"1"), ("SegmentationClass/a.png", b"2")]),
+        "case.zip": (make_zip([("SegmentationClass/A.png", b"1"), ("SegmentationClass/a.png", b"2")]),
                      ["when case is ignored"]),
-        "ratio_bomb.zip": (_zip([("SegmentationClass/a.png", bytes(8 << 20))],
+        "ratio_bomb.zip": (make_zip([("SegmentationClass/a.png", bytes(8 << 20))],
                                 zipfile.ZIP_DEFLATED), ["compression ratio", "over the limit"]),
         "size_bomb.zip": (_declared_bomb(), ["expands to more than"]),
         "entries.zip": (_many_entries(60_000), ["60000 entries", "limit"]),
