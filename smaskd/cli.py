@@ -6,6 +6,7 @@ Exit codes (sysexits): 0 ok, 65 bad input data, 74 I/O error, 78 bad config, 70 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -65,10 +66,35 @@ def build_parser(daemon_commands: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+def _unusable_paths(args: argparse.Namespace) -> tuple[int, str] | None:
+    """(exit code, message) for paths that cannot work, checked before any work is done.
+
+    A missing input is EX_NOINPUT (66), a missing or unwritable output folder EX_IOERR (74):
+    both named as the user typed them, not as the temp file they would have become.
+    """
+    src, dst = Path(args.input), Path(args.output)
+    if not src.exists():
+        return 66, f"{src}: no such file"
+    if src.is_dir():
+        return 66, f"{src}: is a folder; expected a file"
+    folder = dst.parent
+    if not folder.is_dir():
+        return 74, f"{dst}: output folder {folder} does not exist"
+    if dst.is_dir():
+        return 74, f"{dst}: is a folder; expected a file name"
+    if not os.access(folder, os.W_OK):
+        return 74, f"{dst}: output folder {folder} is not writable"
+    return None
+
+
 def _run_convert(args: argparse.Namespace) -> int:
     from smaskd.convert import ConvertOptions, export_file, import_file
     from smaskd.smask.parallel import default_jobs
 
+    problem = _unusable_paths(args)
+    if problem:
+        print(f"smaskd {args.command}: error: {problem[1]}", file=sys.stderr)
+        return problem[0]
     jobs = args.jobs or default_jobs()
     if args.command == "export":
         options = ConvertOptions(labelmap=args.labelmap, compat=args.compat,
