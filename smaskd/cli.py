@@ -43,8 +43,10 @@ def _jobs(text: str) -> int:
         value = int(text)
     except ValueError:
         value = 0
-    if not 1 <= value <= 256:
-        raise argparse.ArgumentTypeError(f"expected an integer 1..256, got {text!r}")
+    from smaskd.convert import MAX_JOBS
+
+    if not 1 <= value <= MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"expected an integer 1..{MAX_JOBS}, got {text!r}")
     return value
 
 

@@ -263,12 +263,21 @@ def decode_runs(data: bytes, where: str = "PNG") -> RowRuns | None:
     return _runs_from_sub_rows(rows, height, width, bpp)
 
 
-def _runs_from_sub_rows(rows: np.ndarray, height: int, width: int, bpp: int) -> RowRuns:
+#: Below this many non-zero 8-byte words the run arrays stay small (tens of MB) whatever
+#: the image; above it, only images whose bytes are mostly zero differences take the runs.
+_DENSE_WORDS = 1 << 15
+
+
+def _runs_from_sub_rows(rows: np.ndarray, height: int, width: int, bpp: int) -> RowRuns | None:
     rowlen = rows.shape[1]
     flat = rows.reshape(-1)
     # non-zero bytes, found 8 at a time: masks are mostly zero differences
     n8 = flat.size // 8 * 8
     words = np.flatnonzero(flat[:n8].view(np.uint64) != 0)  # (bool: numpy's fast nonzero)
+    if words.size > max(_DENSE_WORDS, flat.size // 32):
+        # Not a flat mask (noise, a checkerboard): the per-run arrays would cost ~160 bytes
+        # a run, gigabytes for a small hostile PNG. OpenCV decodes it in bounded memory.
+        return None
     cand = (words[:, None] * 8 + np.arange(8)).reshape(-1)
     cand = cand[flat[cand] != 0]
     tail = np.flatnonzero(flat[n8:]) + n8

@@ -85,6 +85,10 @@ def _split_read(data: bytes, fmt: str, name: str | PurePath, source: str) -> Dat
         head = json.loads(head_bytes, parse_constant=refuse_constant)
     except Exception:  # syntax, NaN, recursion: the whole-file parser words it
         raise _Fallback from None
+    if not isinstance(head, dict) or head.get("items") != []:
+        # "items" spelled with escapes (or twice) elsewhere in the head: json keeps the last
+        # one, so the split list may not be the one the whole-document reader would read.
+        raise _Fallback
     header = read_annotation_doc(head, fmt, name)  # labels, and every check of the rest
     if header.source_format != "datumaro":
         raise _Fallback

@@ -6,7 +6,7 @@ directives ``<point>[:<substring of the input name>[:<argument>]]``; nothing rea
 it is set, and production code paths only call :func:`crash_point` / :func:`worker_faults`.
 
 Crash points in the daemon (the process ends with ``os._exit(137)``, as after SIGKILL; the
-workers die with it, see ``workers._die_with_parent``):
+workers die with it, see ``smaskd.procs.die_with_parent``):
 
 ==================  ====================================================================
 point               where the daemon dies

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from smaskd.atomicio import atomic_writer
-from smaskd.daemon.procs import pid_alive
+from smaskd.procs import pid_alive
 
 __all__ = ["FILE", "describe", "read_status", "write_status"]
 

@@ -28,7 +28,6 @@ import multiprocessing
 import os
 import signal
 import stat
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from typing import Any
 
 from smaskd.convert import ConvertOptions
 from smaskd.daemon.faults import worker_faults
-from smaskd.daemon.procs import pid_alive
+from smaskd.procs import die_with_parent
 
 __all__ = ["JobSpec", "Outcome", "Supervisor", "describe_error", "memory_error", "worker_main"]
 
@@ -111,29 +110,6 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- in the worker process
-
-def _die_with_parent(parent_pid: int) -> None:
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    # Our parent is the fork server (or the daemon itself with ``spawn``); either way it dies
-    # with the daemon. Checked after prctl: a daemon that died before it took effect is seen.
-    ppid = os.getppid()
-    if ppid == 1 or not pid_alive(parent_pid):
-        os._exit(1)
-
-    def watch() -> None:  # belt and braces where prctl is unavailable
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != ppid or not pid_alive(parent_pid):
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
-
 
 def _limit_memory(limit: int | None) -> int | None:
     """Apply ``worker_memory`` as RLIMIT_AS; return the soft limit now in force (None: none)."""
@@ -238,7 +214,7 @@ def _hash(path: str) -> tuple[str, int]:
 
 def worker_main(spec: JobSpec, conn: Connection) -> None:
     """Entry point of a spawned worker: convert one file, report over ``conn``, exit."""
-    _die_with_parent(spec.parent_pid)
+    die_with_parent(spec.parent_pid)  # the fork server dies with the daemon
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     limit = None
     try:

@@ -32,6 +32,7 @@ subset, mask shapes on an item without a frame size.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from collections.abc import Callable
@@ -399,7 +400,9 @@ def export_dataset(
     content_of: dict[str, tuple[bytes | None, str]] = {}  # duplicated id → (key, subset)
     mixed = 0
     mixed_example = ""
-    with ZipStreamWriter(out) as zw:
+    # closing(): a failed write (disk full) must stop the helpers too, not leave them to
+    # the traceback's lifetime.
+    with ZipStreamWriter(out) as zw, contextlib.closing(rendered):
         zw.write("labelmap.txt", format_labelmap(labels.entries).encode("utf-8"))
         for subset, entries in plan.subsets.items():
             for e in entries:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from smaskd.errors import InternalError
+from smaskd.procs import die_with_parent
 
 __all__ = ["PoolPolicy", "PoolStats", "default_jobs", "ordered_map"]
 
@@ -88,6 +89,7 @@ class PoolStats:
 def _helper_main() -> None:  # pragma: no cover - runs in the child interpreter
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes pipes
     task_fd, result_fd, module = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    die_with_parent(int(sys.argv[4]))  # a killed job must not leave its helpers rendering
     tasks = Connection(task_fd, writable=False)
     results = Connection(result_fd, readable=False)
     mod = importlib.import_module(module)  # the slow part: numpy, cv2, ... load here
@@ -140,18 +142,30 @@ class _Helper:
     """One child interpreter and its two pipes, seen from the parent."""
 
     def __init__(self, module: str) -> None:
-        task_r, task_w = os.pipe()
-        result_r, result_w = os.pipe()
         root = str(Path(__file__).resolve().parents[2])  # the folder holding ``smaskd/``
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         code = "from smaskd.smask.parallel import _helper_main; _helper_main()"
+        task_r, task_w = os.pipe()
         try:
+            result_r, result_w = os.pipe()
+        except BaseException:
+            os.close(task_r)
+            os.close(task_w)
+            raise
+        try:
+            # -P: the current folder is not put on sys.path, so a stray smaskd/ or numpy.py
+            # where the user stands cannot replace the code the parent runs.
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", code, str(task_r), str(result_w), module],
+                [sys.executable, "-P", "-c", code, str(task_r), str(result_w), module,
+                 str(os.getpid())],
                 pass_fds=(task_r, result_w), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, env=env,
             )
+        except BaseException:
+            os.close(task_w)
+            os.close(result_r)
+            raise
         finally:
             os.close(task_r)
             os.close(result_w)

@@ -148,3 +148,18 @@ def test_split_finds_exactly_the_top_level_list(value):
     rebuilt = json.loads(head)
     rebuilt["items"] = [json.loads(body[s:e]) for s, e in spans]
     assert rebuilt == json.loads(body)
+
+
+def test_an_escaped_second_items_key_falls_back_to_the_whole_document(tmp_path) -> None:
+    """``"items": [A, B], "\\u0069tems": [C]``: json keeps the last key, so must we."""
+    from smaskd.annotations.compact import read_annotations_compact
+    from smaskd.annotations.detect import read_annotation_file
+
+    item = '{{"id": "{}", "annotations": [], "image": {{"size": [4, 4]}}}}'
+    text = ('{"categories": {"label": {"labels": []}}, "items": [' + item.format("a") + ", "
+            + item.format("b") + '], "\\u0069tems": [' + item.format("c") + "]}")
+    path = tmp_path / "default.json"
+    path.write_text(text)
+    whole = [i.id for i in read_annotation_file(path).items]
+    assert whole == ["c"]
+    assert [i.id for i in read_annotations_compact(path).items] == whole

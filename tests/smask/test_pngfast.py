@@ -184,3 +184,14 @@ def test_undeclared_colour_message_is_the_same_on_both_paths():
         msgs.append(str(exc.value))
     assert msgs[0] == msgs[1]
     assert "undeclared colour (1, 2, 3): 2 pixel(s), first at (x=3, y=2)" in msgs[0]
+
+
+def test_dense_changes_go_to_opencv_not_to_gigabytes_of_runs():
+    """A 3000x3000 checkerboard is a 0.2 MB PNG with 9 M runs: the run decoder would need
+    ~1.4 GB for it, so it declines and OpenCV decodes the same pixels in bounded memory."""
+    board = (np.indices((3000, 3000)).sum(0) % 2 * 255).astype(np.uint8)
+    rgb = np.dstack([board, board // 2, board])
+    data = encode_rgb_png_fast(rgb)
+    assert len(data) < 1 << 20
+    assert decode_runs(data) is None
+    assert np.array_equal(decode_png(data), rgb)
