@@ -59,7 +59,9 @@ class Fault:
 def _error_fields(error: BaseException | dict[str, Any] | None) -> tuple[int | None, str | None]:
     """(errno, filename) from an exception or from a worker's error report."""
     if isinstance(error, OSError):
-        return error.errno, os.fsdecode(error.filename) if error.filename else None
+        # link/rename name the destination second: that is the folder being written
+        name = error.filename2 or error.filename
+        return error.errno, os.fsdecode(name) if name else None
     if isinstance(error, dict):
         return error.get("errno"), error.get("filename")
     return None, None

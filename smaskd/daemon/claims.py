@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from smaskd.atomicio import fsync_dir
 from smaskd.config import Inbox
 from smaskd.errors import BusyError
 
@@ -190,11 +191,19 @@ def _marker(inbox: Inbox, host_id: str, job_id: str) -> Path:
 
 
 def write_marker(inbox: Inbox, host_id: str, job_id: str, data: dict[str, Any]) -> None:
-    """Record a publish/fail plan beside the claim (temp + rename: never half-written)."""
+    """Record a publish/fail plan beside the claim (temp, fsync, rename: never half-written).
+
+    Synced, because a taker that finds an empty plan after a power loss would convert the
+    file again and publish it twice.
+    """
     path = _marker(inbox, host_id, job_id)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, default=str))
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(data, default=str))
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def find_marker(inbox: Inbox, job_id: str) -> Path | None:

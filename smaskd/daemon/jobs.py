@@ -29,7 +29,7 @@ from smaskd.config import Config, Inbox, Rule
 from smaskd.convert import output_suffix, resolve_action
 from smaskd.daemon import claims as claims_mod
 from smaskd.daemon import outbox, recovery
-from smaskd.daemon.backoff import Waiter, Waiting, classify
+from smaskd.daemon.backoff import Fault, Waiter, Waiting, classify
 from smaskd.daemon.faults import crash_point
 from smaskd.daemon.intake import Candidate, Intake
 from smaskd.daemon.journal import Journal
@@ -214,10 +214,7 @@ class Jobs:
             try:
                 self._finish(job, out, retry)
             except Exception as e:  # noqa: BLE001 - one job's I/O error must not stop the daemon
-                if self._park(job, e, "publish", out):
-                    continue
-                job.log.error("job.finish_error", error=f"{type(e).__name__}: {e}")
-                self.fail(job, describe_error(e))
+                self.settle_error(job, e, "publish", out)
 
     def _finish(self, job: Job, out: Outcome, retry: bool) -> None:
         if out.status == "ok":
@@ -520,7 +517,8 @@ class Jobs:
         self.waiting.park(fault, Waiter(job, "run"))
         return True
 
-    def _park(self, job: Job, error: Any, step: str, out: Outcome | None = None) -> bool:
+    def _park(self, job: Job, error: Any, step: str, out: Outcome | None = None,
+              fault: Fault | None = None) -> bool:
         """Hold ``job`` if a filesystem fault, not its input, stopped it; False to fail it.
 
         The input stays claimed. A job that has to run again gets its staging files
@@ -528,7 +526,7 @@ class Jobs:
         ``claimed``; a job past ``publishing`` keeps its journal state, which says exactly
         what is left to do, for ``retry_waiting`` and for a restart alike.
         """
-        fault = classify(job.inbox, job.rule.outbox if job.rule else None, error)
+        fault = fault or classify(job.inbox, job.rule.outbox if job.rule else None, error)
         if fault is None:
             return False
         JOB_LOGS.open(job.job_id)  # keep collecting: the log is written when it finishes
@@ -565,9 +563,39 @@ class Jobs:
                     if row is not None:
                         recovery.resume(self, job, row)
             except Exception as e:  # noqa: BLE001 - as in collect(): park again or fail
-                if not self._park(job, e, waiter.step, waiter.outcome):
-                    job.log.error("job.finish_error", error=f"{type(e).__name__}: {e}")
-                    self.fail(job, describe_error(e))
+                self.settle_error(job, e, waiter.step, waiter.outcome)
+
+    def settle_error(self, job: Job, error: Exception, step: str,
+                      out: Outcome | None = None) -> None:
+        """An error while publishing, moving or failing a job: park it or fail it, and
+        never let the error leave the loop (the other outcomes of this pass would be lost).
+
+        A job whose result is already out (journal ``publishing``/``published``) is never
+        failed: that would report a published file as failed and write a second log. It
+        waits, whatever the error, until the step can be finished.
+        """
+        if self._park(job, error, step, out):
+            return
+        row = self.journal.get(job.job_id)
+        state = row.state if row is not None else None
+        unfinished = {
+            "publishing": (job.rule.outbox if job.rule else job.inbox.failed_dir, "outbox"),
+            "published": (job.inbox.done_dir, "done folder"),
+            "failing": (job.inbox.failed_dir, "failed folder"),
+        }
+        if state in unfinished:
+            folder, label = unfinished[state]
+            self._park(job, error, step, out, Fault(
+                label, folder, f"cannot finish the job there: {type(error).__name__}: {error}",
+                "write"))
+            return
+        job.log.error("job.finish_error", error=f"{type(error).__name__}: {error}")
+        try:
+            self.fail(job, describe_error(error))
+        except Exception as e:  # noqa: BLE001 - failed/ unusable too: wait for it
+            self._park(job, e, "resume", None, Fault(
+                "failed folder", job.inbox.failed_dir,
+                f"cannot record the failure there: {type(e).__name__}: {e}", "write"))
 
     # ------------------------------------------------------------ recovery (recovery.py)
 

@@ -86,7 +86,10 @@ def adopt(jobs: Jobs, inbox: Inbox, found: claims.Claim, taken_from: dict[str, s
         job.log = job.log.bind(rule=job.rule.name)
     extra = {"taken_from": taken_from} if taken_from else {}
     job.log.info("job.recovered", state=row.state, **extra)
-    resume(jobs, job, row)
+    try:
+        resume(jobs, job, row)
+    except Exception as e:  # noqa: BLE001 - done/ or failed/ unusable: wait, do not crash start-up
+        jobs.settle_error(job, e, "resume")
     return True
 
 

@@ -28,7 +28,7 @@ from smaskd.daemon.notify import Notifier
 from smaskd.daemon.statusfile import write_status
 from smaskd.daemon.watcher import Hints, Watcher, choose_observer
 from smaskd.daemon.workers import Supervisor
-from smaskd.errors import ConfigError
+from smaskd.errors import SmaskdError
 
 __all__ = ["Service"]
 
@@ -178,7 +178,11 @@ class Service:
             while not self._stop:
                 if self._reload:
                     self._reload = False
-                    self._do_reload()
+                    try:
+                        self._do_reload()
+                    except Exception as e:  # noqa: BLE001 - a reload must never stop the daemon
+                        self.log.error("config.reload_failed", error=f"{type(e).__name__}: {e}",
+                                       action="running on")
                 try:
                     self._tick()
                 except Exception as e:  # noqa: BLE001 - log, survive, and let the next tick retry
@@ -369,7 +373,7 @@ class Service:
                 new = dataclasses.replace(new, state_dir=self.config.state_dir,
                                           host_id=self.config.host_id)
             self._prepare_folders(new)
-        except (ConfigError, OSError) as e:
+        except (SmaskdError, OSError) as e:  # incl. BusyError: an inbox another daemon holds
             self.log.error("config.reload_failed", error=str(e), action="kept the old config")
             self.notifier.ready(f"reload failed: {e}")
             return

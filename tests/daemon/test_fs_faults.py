@@ -110,6 +110,53 @@ def test_outbox_share_missing_is_waited_for_never_created(tmp_path: Path, daemon
     assert files(tmp_path / "inbox" / "failed") == [] and _claims(tmp_path / "inbox") == []
 
 
+def _immutable(folder: Path, on: bool) -> bool:
+    """chattr +i/-i: the one way to make a folder unwritable for root (EPERM)."""
+    flag = "+i" if on else "-i"
+    return subprocess.run(["chattr", flag, str(folder)], capture_output=True).returncode == 0
+
+
+def test_done_folder_unusable_after_publish_waits_and_survives_a_restart(
+        tmp_path: Path, daemon_factory) -> None:
+    """done/ refuses the input after its result is published: the job is not failed (that
+    would report a published file as failed and write a second log); it waits, a restart
+    in that state does not crash, and the move completes once done/ is usable again."""
+    done = tmp_path / "inbox" / "done"
+    done.mkdir(parents=True)
+    if shutil.which("chattr") is None or not _immutable(done, True):
+        pytest.skip("needs chattr +i (root on a filesystem with immutable flags)")
+    try:
+        config = base_config(tmp_path, fault_backoff="1s")
+        env = {"SMASKD_FAULT": "fake_convert"}
+        d = daemon_factory(config, env=env).start()
+        d.wait_ready()
+        for name in ("p0", "p1"):
+            (tmp_path / "inbox" / f"{name}.json").write_bytes(coco_bytes(name))
+        _wait_status(d, "done folder")
+        d.wait_for(lambda: len(_claims(tmp_path / "inbox")) == 2 and
+                   len([n for n in files(tmp_path / "outbox") if n.endswith(".zip")]) == 2,
+                   60, "both published, both inputs still claimed")
+        assert not d.events("job.failed") and files(tmp_path / "inbox" / "failed") == []
+        assert d.stop() == 0
+
+        d = daemon_factory(config, env=env).start()  # restart with done/ still unusable
+        d.wait_ready()
+        _wait_status(d, "done folder")
+        assert d.proc.poll() is None, d.stderr()
+        assert _immutable(done, False)
+        d.wait_for(lambda: _claims(tmp_path / "inbox") == [], 60, "inputs moved to done/")
+        assert d.stop() == 0
+    finally:
+        _immutable(done, False)
+    assert files(done) == ["p0.json", "p1.json"]
+    assert files(tmp_path / "inbox" / "failed") == []
+    assert files(tmp_path / "outbox") == ["p0.log.jsonl", "p0.zip", "p1.log.jsonl", "p1.zip"]
+    for name in ("p0", "p1"):
+        last = (tmp_path / "outbox" / f"{name}.log.jsonl").read_text().splitlines()[-1]
+        assert '"job.done"' in last
+    assert {r["state"] for r in journal_rows(tmp_path / "state")} == {"done"}
+
+
 def test_inbox_deleted_and_recreated_is_watched_again(tmp_path: Path, daemon_factory) -> None:
     """A deleted inbox is not recreated by the daemon; once someone recreates it (a new
     inode, which no old inotify watch follows) a file dropped there is seen at once, not
