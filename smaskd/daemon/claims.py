@@ -31,7 +31,7 @@ from smaskd.atomicio import fsync_dir
 from smaskd.config import Inbox
 from smaskd.errors import BusyError
 
-__all__ = ["Claim", "claim", "find_marker", "foreign_hosts", "lock_processing", "make_processing_dir", "markers",
+__all__ = ["CLAIM_PREFIX_LEN", "Claim", "claim", "find_marker", "foreign_hosts", "lock_processing", "make_processing_dir", "markers",
            "new_job_id", "own_claims", "processing_dir", "processing_root", "read_marker",
            "remove_marker", "split_claim_name", "take_over", "try_lock", "unlock", "write_marker"]
 
@@ -41,6 +41,11 @@ SEP = "__"
 def new_job_id() -> str:
     """Sortable by time, unique across hosts: ``20260101T120000-1a2b3c4d``."""
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+#: Bytes a claim adds in front of the dropped name (``<job id>__``): a name longer than
+#: 255 minus this cannot be claimed.
+CLAIM_PREFIX_LEN = len(new_job_id() + SEP)
 
 
 def processing_root(inbox: Inbox) -> Path:

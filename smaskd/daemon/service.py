@@ -11,6 +11,7 @@ only while the observers are alive: a stuck loop stops the pings and systemd res
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import signal
 import time
@@ -19,7 +20,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from smaskd.config import Config, Inbox, load_config
-from smaskd.daemon.claims import lock_processing
+from smaskd.daemon.claims import CLAIM_PREFIX_LEN, lock_processing
 from smaskd.daemon.hosts import Leases
 from smaskd.daemon.intake import Intake
 from smaskd.daemon.jobs import Jobs
@@ -295,7 +296,16 @@ class Service:
             for cand in ready:
                 try:
                     self.jobs.admit(cand, state.inbox, state.intake)
-                except OSError as e:  # a vanished file or a flaky share: the next scan retries
+                except OSError as e:
+                    if e.errno == errno.ENAMETOOLONG:
+                        # The claim name (job id + name) does not fit: no retry can help.
+                        # Say so once and leave the file where it is, untouched.
+                        self.log.error("file.name_too_long", inbox=name, path=cand.rel,
+                                       action="left in the inbox; rename it shorter",
+                                       limit=f"{255 - CLAIM_PREFIX_LEN} bytes")
+                        state.intake.leave(cand)
+                        continue
+                    # a vanished file or a flaky share: the next scan retries
                     self.log.warning("admit.error", inbox=name, path=cand.rel, error=str(e))
 
     def _pending(self) -> int:

@@ -132,6 +132,26 @@ def test_unmatched_leave_keeps_the_file(tmp_path: Path, daemon_factory) -> None:
     assert len(d.events("file.unmatched")) == 1
 
 
+def test_a_name_too_long_to_claim_is_reported_once_and_left(tmp_path: Path, daemon_factory) -> None:
+    """``<job id>__`` + a 250-byte name is over NAME_MAX: no retry can claim it, so it is
+    said once (not at every rescan) and the file stays untouched; others go on."""
+    long_name = "n" * 245 + ".json"
+    config = base_config(tmp_path)
+    config["inboxes"][0]["rescan"] = "0.5s"
+    d = daemon_factory(config).start()
+    d.wait_ready()
+    inbox = tmp_path / "inbox"
+    (inbox / long_name).write_bytes(coco_bytes())
+    (inbox / "ok.json").write_bytes(coco_bytes())
+    d.wait_for(lambda: d.events("job.done"), 30, "ok.json done")
+    time.sleep(2.0)  # several rescans
+    assert d.stop() == 0
+    said = d.events("file.name_too_long")
+    assert len(said) == 1 and said[0]["path"] == long_name, said
+    assert not d.events("admit.error")
+    assert (inbox / long_name).read_bytes() == coco_bytes()
+
+
 def test_incomplete_file_waits_for_its_grace_period(tmp_path: Path, daemon_factory) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
