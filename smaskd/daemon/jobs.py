@@ -88,6 +88,8 @@ class Jobs:
         self.failed = 0
         self.accepting = True
         self.waiting = Waiting(log, config.fault_backoff)  # jobs blocked by the filesystem
+        self.spawn_delay = 0.0  # backoff after a worker could not be started
+        self.spawn_retry_at = 0.0
 
     # ------------------------------------------------------------ intake → queue
 
@@ -168,6 +170,8 @@ class Jobs:
     # ------------------------------------------------------------ queue → workers
 
     def start_ready(self) -> None:
+        if time.monotonic() < self.spawn_retry_at:
+            return
         while self.accepting and self.queue and len(self.running) < self.config.workers:
             job = self.queue.popleft()
             if self._held(job):
@@ -179,8 +183,14 @@ class Jobs:
                     continue  # the outbox's share is gone: wait for it (backoff.py)
                 job.attempts -= 1
                 self.queue.appendleft(job)
-                job.log.error("worker.spawn_failed", error=str(e))
+                # 1 s, doubling to fault_backoff: a lasting cause (no memory, no fork server)
+                # must not become an error line per tick
+                self.spawn_delay = min(max(1.0, self.spawn_delay * 2), self.config.fault_backoff)
+                self.spawn_retry_at = time.monotonic() + self.spawn_delay
+                job.log.error("worker.spawn_failed", error=str(e),
+                              retry_in_s=round(self.spawn_delay, 1))
                 return
+            self.spawn_delay = 0.0
 
     def _start(self, job: Job) -> None:
         assert job.rule is not None and job.action is not None
