@@ -132,6 +132,10 @@ class _Seen:
     incomplete_since: float | None = None
 
 
+#: The longest wait between two looks at a file that is not complete yet.
+INCOMPLETE_MAX_WAIT = 5.0
+
+
 @dataclass(slots=True)
 class Intake:
     """Per-inbox stability tracking between scans.
@@ -148,9 +152,29 @@ class Intake:
     seen: dict[Path, _Seen] = field(default_factory=dict)
     left: dict[Path, Signature] = field(default_factory=dict)  # unmatched+leave / refused specials
     backlog: int = 0
+    #: When a poll can next change anything for the files seen so far: the earliest end of
+    #: a settle period, or the next look at an incomplete file (backing off to every 5 s).
+    #: Without new events nothing is ready sooner, so the service need not list the inbox
+    #: before then: one file still being written must not cost a listing 4 times a second.
+    next_due: float = 0.0
+
+    def _listing(self, full: bool) -> Iterator[Candidate]:
+        """The inbox's names (``full``), or only those already being watched: between two
+        listings nothing else can become ready, and an ``lstat`` of the few files still
+        settling is far cheaper than listing an inbox that holds thousands of left files."""
+        if full:
+            yield from scan_inbox(self.inbox)
+            return
+        for path in list(self.seen):
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue  # gone: dropped from ``seen`` below
+            if not stat.S_ISDIR(st.st_mode):
+                yield Candidate(path, path.relative_to(self.inbox.path).as_posix(), st)
 
     def poll(self, now: float | None = None, startup: bool = False,
-             limit: int | None = None) -> tuple[list[Candidate], int]:
+             limit: int | None = None, full: bool = True) -> tuple[list[Candidate], int]:
         """Scan once: (candidates ready to claim, number still settling or not ready).
 
         At start-up a file whose mtime is already ``settle`` old counts as settled, so files
@@ -163,8 +187,9 @@ class Intake:
         wall = time.time()
         settled: list[tuple[Candidate, _Seen]] = []
         pending = 0
+        due = float("inf")
         present: set[Path] = set()
-        for cand in scan_inbox(self.inbox):
+        for cand in self._listing(full):
             present.add(cand.path)
             if self.left.get(cand.path) == cand.signature:
                 continue
@@ -178,15 +203,18 @@ class Intake:
                                                     now - self.settle - 1.0 if fresh else now)
                 if not fresh:
                     pending += 1
+                    due = min(due, seen.since + self.settle)
                     continue
             if now - seen.since < self.settle:
                 pending += 1
+                due = min(due, seen.since + self.settle)
                 continue
             settled.append((cand, seen))
         for path in [p for p in self.seen if p not in present]:
             del self.seen[path]
-        for path in [p for p in self.left if p not in present]:
-            del self.left[path]
+        if full:
+            for path in [p for p in self.left if p not in present]:
+                del self.left[path]
         settled.sort(key=lambda cs: (cs[0].st.st_mtime_ns, cs[0].rel))  # oldest first (Logstash)
         ready: list[Candidate] = []
         self.backlog = 0
@@ -196,10 +224,14 @@ class Intake:
                 continue
             if cand.kind == "file" and not looks_complete(cand.path):
                 seen.incomplete_since = seen.incomplete_since or now
-                if now - seen.incomplete_since < self.inbox.grace:
+                waited = now - seen.incomplete_since
+                if waited < self.inbox.grace:
                     pending += 1
+                    look_again = min(INCOMPLETE_MAX_WAIT, max(0.05, waited / 4))
+                    due = min(due, now + look_again, seen.incomplete_since + self.inbox.grace)
                     continue
             ready.append(cand)
+        self.next_due = due
         return ready, pending
 
     def reset(self) -> None:

@@ -283,14 +283,19 @@ class Service:
                 continue
             if self._gated():
                 continue
+            full = state.wanted or not state.scanned
             if state.wanted:
                 state.wanted = False
                 state.next_rescan = now + state.rescan
                 self.log.debug("inbox.scan", inbox=name, reason="full" if everything else "hint")
-            state.next_poll = now + state.poll
             room = self.config.queue_limit - self._queued()
-            ready, state.pending = state.intake.poll(now, startup=not state.scanned, limit=room)
+            ready, state.pending = state.intake.poll(now, startup=not state.scanned, limit=room,
+                                                     full=full)
             state.scanned = True
+            # a backlog (over queue_limit) polls at the normal pace; files settling or not
+            # yet complete only when one of them can have become ready (events come sooner)
+            due = now if state.intake.backlog else state.intake.next_due
+            state.next_poll = max(now + state.poll, due)
             if not self.jobs.accepting:
                 continue
             for cand in ready:
@@ -328,7 +333,7 @@ class Service:
                     continue
                 timeout = min(timeout, state.next_rescan - now)
                 if state.pending or state.intake.backlog:
-                    timeout = min(timeout, state.poll)
+                    timeout = min(timeout, max(state.next_poll - now, 0.02))
         if self.supervisor.running:
             timeout = min(timeout, 0.25)  # enforce job deadlines
         due = self.jobs.waiting.next_due()

@@ -112,3 +112,21 @@ def test_left_files_are_not_offered_again_until_they_change(tmp_path: Path) -> N
     path.write_text("xy")
     intake.poll(now=3.0)
     assert [c.rel for c in intake.poll(now=4.0)[0]] == ["a.txt"]
+
+
+def test_between_listings_only_the_watched_files_are_looked_at(tmp_path: Path) -> None:
+    """A file still settling or being written must not make every poll list the inbox: the
+    partial poll re-checks the files it watches, and tells when one can next be ready."""
+    intake = Intake(Inbox("i", tmp_path, grace=60.0), settle=1.0)
+    (tmp_path / "part.json").write_text('{"images": [')  # incomplete
+    (tmp_path / "a.json").write_text("{}")
+    t0 = time.monotonic()
+    ready, pending = intake.poll(t0)  # full: both seen, both settling
+    assert ready == [] and pending == 2 and intake.next_due == t0 + 1.0
+    (tmp_path / "b.json").write_text("{}")  # arrives with no listing in between
+    ready, pending = intake.poll(t0 + 1.5, full=False)
+    assert [c.rel for c in ready] == ["a.json"] and pending == 1  # b.json not listed
+    assert t0 + 1.5 < intake.next_due <= t0 + 1.5 + 5.0  # part.json: look again later
+    ready, _ = intake.poll(t0 + 3.0, full=True)
+    assert "b.json" not in [c.rel for c in ready]  # seen now; settles from here
+    assert "b.json" in {p.name for p in intake.seen}
