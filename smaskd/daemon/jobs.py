@@ -12,7 +12,6 @@ its target between ``link`` and ``unlink``, so a crash half way through either i
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import signal
@@ -42,7 +41,6 @@ __all__ = ["Job", "Jobs", "MAX_RETRIES"]
 
 MAX_RETRIES = 2  # a crashed, timed-out or out-of-memory job runs at most 1 + 2 times
 LOG_SUFFIX = ".log.jsonl"
-_NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 _GIVE_UP = {"timeout": ("Timeout", "worker"), "memory": ("MemoryLimitExceeded", "limit")}
 
 
@@ -62,14 +60,6 @@ class Job:
     duplicate_of: str | None = None
     log: Any = None
     stale: bool = False  # adopted after a crash: staging files of an earlier run may be left
-
-
-def _same_inode(st: os.stat_result, path: Path) -> bool:
-    try:
-        other = os.lstat(path)
-    except OSError:
-        return False
-    return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -399,7 +389,7 @@ class Jobs:
             return recorded or folder / job.name  # moved before a crash
         if recorded is None and st.st_nlink > 1:  # crashed between link and journal
             recorded = self._linked_copy(st, folder, job.name)
-        if recorded is not None and _same_inode(st, recorded):
+        if recorded is not None and outbox.same_inode(st, recorded):
             os.unlink(job.claim_path)
             fsync_dir(folder)
             self.journal.update(job.job_id, moved_to=str(recorded))
@@ -414,7 +404,7 @@ class Jobs:
             except FileExistsError:
                 continue  # someone took the name since we looked
             except OSError as e:
-                if e.errno not in _NO_LINK:
+                if e.errno not in outbox.NO_LINK:
                     raise
                 target = outbox.move_input(job.claim_path, folder, job.name)  # copy + delete
                 self.journal.update(job.job_id, moved_to=str(target))
@@ -432,7 +422,7 @@ class Jobs:
             candidate = folder / (f"{base}{suffix}" if n == 0 else f"{base}-{n}{suffix}")
             if not os.path.lexists(candidate):
                 return None
-            if _same_inode(st, candidate):
+            if outbox.same_inode(st, candidate):
                 return candidate
         return None
 

@@ -30,10 +30,10 @@ from typing import Any
 
 from smaskd.atomicio import fsync_dir
 
-__all__ = ["move_input", "open_folder", "output_stem", "pick_names", "publish", "real_folder",
-           "staging_path", "write_new", "write_staging"]
+__all__ = ["NO_LINK", "move_input", "open_folder", "output_stem", "pick_names", "publish",
+           "real_folder", "same_inode", "staging_path", "write_new", "write_staging"]
 
-_NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
+NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
 
 def output_stem(name: str) -> str:
@@ -92,11 +92,15 @@ def publish(staging: Path, final: Path, replace: bool) -> None:
             os.link(staging, final, follow_symlinks=False)
         except OSError as e:
             if e.errno == errno.EEXIST:
-                if _same_file(staging, final):  # a crash after link, before unlink
+                try:
+                    st = os.lstat(staging)
+                except OSError:
+                    st = None
+                if st is not None and same_inode(st, final):  # a crash after link, before unlink
                     os.unlink(staging)
                     return
                 raise FileExistsError(errno.EEXIST, "exists", str(final)) from None
-            if e.errno not in _NO_LINK:
+            if e.errno not in NO_LINK:
                 raise
             if os.path.lexists(final):  # a filesystem without hard links (some SMB servers)
                 raise FileExistsError(errno.EEXIST, "exists", str(final)) from None
@@ -106,12 +110,13 @@ def publish(staging: Path, final: Path, replace: bool) -> None:
     fsync_dir(final.parent)
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_inode(st: os.stat_result, path: Path) -> bool:
+    """``path`` is the file ``st`` describes (a hard link made before a crash, say)."""
     try:
-        sa, sb = os.lstat(a), os.lstat(b)
+        other = os.lstat(path)
     except OSError:
         return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+    return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
 
 
 def write_new(folder: Path, stem: str, suffix: str, data: bytes, mode: int, job_id: str) -> Path:
@@ -178,7 +183,7 @@ def move_input(src: Path, folder: Path, name: str) -> Path:
             except FileExistsError:
                 continue
             except OSError as e:
-                if e.errno not in _NO_LINK:
+                if e.errno not in NO_LINK:
                     raise
                 if not _copy_into(src, target, dfd):
                     continue

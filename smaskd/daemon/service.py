@@ -145,11 +145,7 @@ class Service:
         signal.signal(signal.SIGHUP, reload)
 
     def _wake(self) -> None:
-        # Signal-safe: a raw write, no lock (the main thread may hold the hints lock).
-        try:
-            os.write(self.hints._write_fd, b"s")
-        except OSError:
-            pass
+        self.hints.wake()
 
     # ------------------------------------------------------------ run
 

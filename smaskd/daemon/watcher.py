@@ -61,6 +61,14 @@ class Hints:
         except BlockingIOError:
             pass  # the pipe is full: the loop is awake anyway
 
+    def wake(self) -> None:
+        """Wake the main loop without marking anything: safe in a signal handler (a raw
+        write, no lock, which the interrupted main thread may hold)."""
+        try:
+            os.write(self._write_fd, b"s")
+        except OSError:
+            pass  # full pipe: the loop is awake anyway
+
     def take(self) -> tuple[set[str], bool]:
         try:
             while os.read(self.read_fd, 4096):

@@ -299,9 +299,6 @@ class Supervisor:
         self.kill_grace = kill_grace
         self.running: dict[str, _Running] = {}
 
-    def __len__(self) -> int:
-        return len(self.running)
-
     def start(self, spec: JobSpec, timeout: float) -> int:
         recv, send = self.ctx.Pipe(duplex=False)
         process = self.ctx.Process(target=worker_main, args=(spec, send), daemon=True,
@@ -370,10 +367,6 @@ class Supervisor:
             del self.running[job_id]
             done.append(out)
         return done
-
-    def events_so_far(self, job_id: str) -> list[dict[str, Any]]:
-        run = self.running.get(job_id)
-        return run.outcome.events if run else []
 
     def stop_all(self, grace: float = KILL_GRACE) -> list[str]:
         """SIGTERM every worker, SIGKILL after ``grace``; return the interrupted job ids."""
