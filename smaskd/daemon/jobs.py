@@ -243,16 +243,10 @@ class Jobs:
     def _cleanup_staging(self, job: Job) -> None:
         """Remove this job's staging and worker temp files (``[.].smaskd-<job-id>*``)."""
         folders = {job.inbox.failed_dir} | ({job.rule.outbox} if job.rule else set())
-        prefixes = (f".smaskd-{job.job_id}", f"..smaskd-{job.job_id}")  # glob's * skips dot names
-        for folder in folders:
-            try:
-                entries = list(os.scandir(folder))
-            except OSError:
-                continue
-            for entry in entries:
-                if entry.name.startswith(prefixes):
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
+        for entry, job_id in outbox.staging_files(folders):
+            if job_id == job.job_id:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
     # ------------------------------------------------------------ publish / fail
 

@@ -22,16 +22,17 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from smaskd.atomicio import fsync_dir
 
 __all__ = ["NO_LINK", "move_input", "open_folder", "output_stem", "pick_names", "publish",
-           "real_folder", "same_inode", "staging_path", "write_new", "write_staging"]
+           "real_folder", "same_inode", "staging_files", "staging_path", "write_new", "write_staging"]
 
 NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
@@ -61,6 +62,24 @@ def pick_names(folder: Path, stem: str, suffixes: list[str], on_conflict: str) -
         if not any(os.path.lexists(folder / f"{candidate}{s}") for s in suffixes):
             return candidate
     raise AssertionError("unreachable")
+
+
+#: A staging file (``.smaskd-<job id>…``) or the worker's temp file beside it (``..smaskd-…``).
+STAGING_NAME = re.compile(r"^\.{1,2}smaskd-(\d{8}T\d{6}-[0-9a-f]{8})")
+
+
+def staging_files(folders: Iterable[Path]) -> Iterator[tuple[os.DirEntry, str]]:
+    """(entry, job id) of every staging or worker temp file in ``folders`` (unreadable
+    folders are skipped: the next sweep tries again)."""
+    for folder in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            m = STAGING_NAME.match(entry.name)
+            if m:
+                yield entry, m.group(1)
 
 
 def staging_path(folder: Path, job_id: str, suffix: str) -> Path:

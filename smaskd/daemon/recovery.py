@@ -22,13 +22,12 @@ A row whose claim is gone: ``published`` → ``done`` (the input was moved befor
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smaskd.config import Inbox
-from smaskd.daemon import claims
+from smaskd.daemon import claims, outbox
 from smaskd.daemon.journal import TERMINAL, Row
 from smaskd.log import JOB_LOGS
 
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["recover", "resume", "sweep_staging", "take_over"]
 
-_STAGING = re.compile(r"^\.{1,2}smaskd-(\d{8}T\d{6}-[0-9a-f]{8})")
 FOREIGN_STAGING_AGE = 3600.0  # another host's staging file is left alone for this long
 
 
@@ -194,30 +192,22 @@ def sweep_staging(jobs: Jobs) -> int:
         folders |= {inbox.failed_dir, inbox.done_dir}
     removed = 0
     now = time.time()
-    for folder in folders:
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            m = _STAGING.match(entry.name)
-            if not m:
+    for entry, job_id in outbox.staging_files(folders):
+        row = jobs.journal.get(job_id)
+        if row is not None and row.host_id == jobs.config.host_id:
+            over = row.state in TERMINAL
+        else:  # another host's, or lost: only when no claim of it exists and it is old
+            try:
+                old = now - entry.stat(follow_symlinks=False).st_mtime > FOREIGN_STAGING_AGE
+            except OSError:
                 continue
-            row = jobs.journal.get(m.group(1))
-            if row is not None and row.host_id == jobs.config.host_id:
-                over = row.state in TERMINAL
-            else:  # another host's, or lost: only when no claim of it exists and it is old
-                try:
-                    old = now - entry.stat(follow_symlinks=False).st_mtime > FOREIGN_STAGING_AGE
-                except OSError:
-                    continue
-                over = old and not _claimed_anywhere(jobs, m.group(1))
-            if over:
-                try:
-                    os.unlink(entry.path)
-                    removed += 1
-                except OSError:
-                    pass
+            over = old and not _claimed_anywhere(jobs, job_id)
+        if over:
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                pass
     if removed:
         jobs.log.info("staging.swept", removed=removed)
     return removed
