@@ -322,12 +322,7 @@ def _run(func, context, tasks: Iterator[Any], pool: list[_Helper], policy: PoolP
                 held = None
                 continue
             if policy.main_works or not any(h.alive for h in pool):
-                try:
-                    held.value = func(context, held.task)
-                except Exception as e:
-                    held.error = e
-                held.done = True
-                stats.local_items += 1
+                _run_here(held, func, context, stats)
                 pending.append(held)
                 held = None
                 continue
@@ -358,10 +353,16 @@ def _take_back(pool: list[_Helper], sent: dict[int, _Slot], func, context,
     slot = sent.pop(idx)
     assert slot.helper is not None
     slot.helper.cancel(idx)
+    _run_here(slot, func, context, stats)
+    return True
+
+
+def _run_here(slot: _Slot, func: Callable[[Any, Any], Any], context: Any,
+              stats: PoolStats) -> None:
+    """Do a task in the calling process; its error is kept and raised in its turn."""
     try:
         slot.value = func(context, slot.task)
     except Exception as e:
         slot.error = e
     slot.done = True
     stats.local_items += 1
-    return True

@@ -16,6 +16,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,6 +106,15 @@ def fast_dir(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _burst_config(tmp_path: Path, inbox: Path, workers: int, limit: int, **extra: Any) -> dict:
+    """No settle and no timer rescan: only the queue gate and re-listing can find files."""
+    return base_config(tmp_path, workers=workers, queue_limit=limit,
+                       inboxes=[{"name": "in", "path": str(inbox), "settle": "0s",
+                                 "rescan": "1h"}],
+                       rules=[{"name": "r", "action": "export",
+                               "outbox": str(tmp_path / "outbox")}], **extra)
+
+
 @pytest.mark.slow
 def test_burst_of_3000_files_each_processed_once_with_bounded_claims(fast_dir, daemon_factory):
     """Issue point 4: 3,000 files dropped at once; memory bounded by the queue limit.
@@ -118,11 +128,7 @@ def test_burst_of_3000_files_each_processed_once_with_bounded_claims(fast_dir, d
     tmp_path = fast_dir
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    config = base_config(tmp_path, workers=workers, queue_limit=limit, log_level="info",
-                         inboxes=[{"name": "in", "path": str(inbox), "settle": "0s",
-                                   "rescan": "1h"}],
-                         rules=[{"name": "r", "action": "export",
-                                 "outbox": str(tmp_path / "outbox")}])
+    config = _burst_config(tmp_path, inbox, workers, limit, log_level="info")
     d = daemon_factory(config, env={"SMASKD_FAULT": "fake_convert"}).start()
     d.wait_ready()
     claims = ClaimWatcher(inbox)
@@ -171,11 +177,7 @@ def test_a_tiny_queue_leaves_files_in_the_inbox_and_relists_without_events(tmp_p
     limit, count = 2, 40
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    config = base_config(tmp_path, workers=1, queue_limit=limit,
-                         inboxes=[{"name": "in", "path": str(inbox), "settle": "0s",
-                                   "rescan": "1h"}],
-                         rules=[{"name": "r", "action": "export",
-                                 "outbox": str(tmp_path / "outbox")}])
+    config = _burst_config(tmp_path, inbox, 1, limit)
     d = daemon_factory(config, env={"SMASKD_FAULT": "fake_convert"}).start()
     d.wait_ready()
     claims = ClaimWatcher(inbox)
