@@ -285,9 +285,10 @@ def run_scenario(name: str, images: int, w: int, h: int, k: int, *, reps: int, d
     return rows
 
 
-def run_scaling(reps: int, dm_py: str | None, tools: set[str], quick: bool) -> list[Row]:
+def run_scaling(reps: int, dm_py: str | None, tools: set[str], quick: bool,
+                counts: list[int]) -> list[Row]:
     sizes = [(20, 640, 480, 10), (200, 640, 480, 10)] if quick else \
-            [(200, 640, 480, 10), (2000, 640, 480, 10)]
+            [(n, 640, 480, 10) for n in counts]
     rows: list[Row] = []
     py = project_python()
     for images, w, h, k in sizes:
@@ -301,6 +302,9 @@ def run_scaling(reps: int, dm_py: str | None, tools: set[str], quick: bool) -> l
             rows.append(repeat(Row(name, images, "smaskd", "export", note="scaling, 1 process"),
                                [py, "-m", "smaskd", "export", "-j", "1", str(d / "datumaro.json"),
                                 "-o", str(d / "smaskd-j1.zip")], reps))
+            rows.append(repeat(Row(name, images, "smaskd", "export", note="scaling, COCO input"),
+                               [py, "-m", "smaskd", "export", str(d / "coco.json"), "-o",
+                                str(d / "smaskd-coco.zip")], reps))
             rows.append(repeat(Row(name, images, "smaskd", "import", note="scaling"),
                                [py, "-m", "smaskd", "import", str(d / "smaskd.zip"), "-o",
                                 str(d / "smaskd.json")], reps))
@@ -362,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small N smoke run, 1 repetition")
     ap.add_argument("--scaling", action="store_true",
-                    help="only the memory-scaling check: export at 200 vs 2000 images")
+                    help="only the memory-scaling check: export and import at 200 vs 2000 images")
+    ap.add_argument("--scaling-images", default="200,2000",
+                    help="image counts of the scaling check (e.g. 200,2000,20000)")
     ap.add_argument("--repeat", type=int, help="runs per measurement (median wall reported)")
     ap.add_argument("--tools", default="smaskd,datumaro,floor",
                     help="comma-separated subset of smaskd,datumaro,floor")
@@ -390,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     print("benchmark", json.dumps(meta), flush=True)
     rows: list[Row] = []
     if args.scaling:
-        rows += run_scaling(reps, dm_py, tools, args.quick)
+        counts = [int(n) for n in args.scaling_images.split(",")]
+        rows += run_scaling(reps, dm_py, tools, args.quick, counts)
     else:
         for sc in (QUICK if args.quick else SCENARIOS):
             rows += run_scenario(*sc, reps=reps, dm_py=dm_py, tools=tools, check=not args.no_check)

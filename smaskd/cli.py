@@ -91,12 +91,14 @@ def _unusable_paths(args: argparse.Namespace) -> tuple[int, str] | None:
 
 def _run_convert(args: argparse.Namespace) -> int:
     from smaskd.convert import ConvertOptions, export_file, import_file
+    from smaskd.procs import keep_heap_between_items
     from smaskd.smask.parallel import default_jobs
 
     problem = _unusable_paths(args)
     if problem:
         print(f"smaskd {args.command}: error: {problem[1]}", file=sys.stderr)
         return problem[0]
+    keep_heap_between_items()  # one file, then exit: see procs.py
     jobs = args.jobs or default_jobs()
     if args.command == "export":
         options = ConvertOptions(labelmap=args.labelmap, compat=args.compat,

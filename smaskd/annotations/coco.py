@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import posixpath
 import re
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from smaskd.annotations.jsonload import (
     At,
@@ -44,9 +45,22 @@ from smaskd.annotations.jsonload import (
 )
 from smaskd.model import RGB, Annotation, Box, Dataset, Item, Label, Polygon, RleMask
 from smaskd.pngio import MAX_IMAGE_PIXELS
-from smaskd.rle import counts_from_string
+from smaskd.rle import counts_total_from_string
 
-__all__ = ["check_frame_size", "parse_color", "parse_rle", "read_coco", "subset_from_coco_name"]
+__all__ = [
+    "append_coco_annotation",
+    "check_frame_size",
+    "coco_annotation_image",
+    "coco_image",
+    "coco_images",
+    "coco_labels",
+    "parse_color",
+    "parse_rle",
+    "read_coco",
+    "subset_from_coco_name",
+]
+
+_T = TypeVar("_T")
 
 _RLE_CHARS = re.compile(r"[0-o]*")  # pycocotools' string alphabet: chr(48) .. chr(111)
 _HEX_COLOR = re.compile(r"#?([0-9a-fA-F]{6})")
@@ -89,12 +103,12 @@ def _string_counts_total(counts: str, at: At) -> int:
     the rest of its buffer uninitialised, so the total is checked here, at the boundary.
     """
     try:
-        runs = counts_from_string(counts)
+        total, negative = counts_total_from_string(counts)
     except ValueError as e:
         raise at.error(f"compressed RLE string: {e}") from None
-    if any(r < 0 for r in runs):
+    if negative:
         raise at.error("compressed RLE string decodes to a negative run length")
-    return sum(runs)
+    return total
 
 
 def parse_rle(value: Any, at: At) -> RleMask:
@@ -195,7 +209,7 @@ def _append(item: Item, ann: dict, label: int, at: At) -> None:
         item.annotations.append(Annotation(shape, label, 0, group, ann_id, dict(attrs)))
 
 
-def _read_categories(doc: dict, root: At) -> tuple[list[Label], dict[Any, int]]:
+def coco_labels(doc: dict, root: At) -> tuple[list[Label], dict[Any, int]]:
     cats_at = root.key("categories")
     entries = []
     for i, cat in enumerate(expect_list(doc.get("categories", []), cats_at)):
@@ -220,42 +234,63 @@ def _read_categories(doc: dict, root: At) -> tuple[list[Label], dict[Any, int]]:
     return labels, index
 
 
-def _read_images(doc: dict, root: At, subset: str) -> tuple[list[Item], dict[Any, Item]]:
+def coco_image(img: Any, at: At, subset: str) -> tuple[Any, Item]:
+    """One ``images`` entry → (its id, an ``Item`` without annotations)."""
+    img = expect_dict(img, at)
+    image_id = img.get("id")
+    if not _is_id(image_id):
+        raise at.key("id").error("expected an integer or string image id")
+    file_name = expect_str(img.get("file_name"), at.key("file_name"))
+    item_id = posixpath.splitext(file_name)[0]
+    if not item_id:
+        raise at.key("file_name").error("empty file name")
+    height = (
+        expect_int(img["height"], at.key("height"), 1)
+        if img.get("height") is not None
+        else None
+    )
+    width = (
+        expect_int(img["width"], at.key("width"), 1) if img.get("width") is not None else None
+    )
+    if (height is None) != (width is None):
+        raise at.error("image has only one of width and height")
+    if height is not None and width is not None:
+        check_frame_size(height, width, at)
+    return image_id, Item(item_id, subset, height, width, [], file_name)
+
+
+def coco_images(entries: Iterable[Any], root: At, subset: str) -> Iterator[tuple[Any, Item]]:
+    """The ``images`` entries in order, each checked, duplicate ids and item ids refused."""
     images_at = root.key("images")
-    items: list[Item] = []
-    by_image: dict[Any, Item] = {}
-    by_name: set[str] = set()
-    for i, img in enumerate(expect_list(doc.get("images"), images_at)):
+    ids: set[Any] = set()
+    names: set[str] = set()
+    for i, img in enumerate(entries):
         at = images_at.index(i)
-        img = expect_dict(img, at)
-        image_id = img.get("id")
-        if not _is_id(image_id):
-            raise at.key("id").error("expected an integer or string image id")
-        file_name = expect_str(img.get("file_name"), at.key("file_name"))
-        item_id = posixpath.splitext(file_name)[0]
-        if not item_id:
-            raise at.key("file_name").error("empty file name")
-        height = (
-            expect_int(img["height"], at.key("height"), 1)
-            if img.get("height") is not None
-            else None
-        )
-        width = (
-            expect_int(img["width"], at.key("width"), 1) if img.get("width") is not None else None
-        )
-        if (height is None) != (width is None):
-            raise at.error("image has only one of width and height")
-        if height is not None and width is not None:
-            check_frame_size(height, width, at)
-        if image_id in by_image:
+        image_id, item = coco_image(img, at, subset)
+        if image_id in ids:
             raise at.key("id").error(f"duplicate image id {image_id!r}")
-        if item_id in by_name:
-            raise at.key("file_name").error(f"two images map to the same item id {item_id!r}")
-        item = Item(item_id, subset, height, width, [], file_name)
-        by_image[image_id] = item
-        by_name.add(item_id)
-        items.append(item)
-    return items, by_image
+        if item.id in names:
+            raise at.key("file_name").error(f"two images map to the same item id {item.id!r}")
+        ids.add(image_id)
+        names.add(item.id)
+        yield image_id, item
+
+
+def coco_annotation_image(ann: Any, at: At, images: Mapping[Any, _T]) -> tuple[dict, _T]:
+    """An ``annotations`` entry as a dict, and what ``images`` holds for its ``image_id``."""
+    ann = expect_dict(ann, at)
+    image = images.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
+    if image is None:
+        raise at.key("image_id").error(f"no image with id {ann.get('image_id')!r}")
+    return ann, image
+
+
+def append_coco_annotation(item: Item, ann: dict, label_of: dict[Any, int], at: At) -> None:
+    """Add one annotation (checked by :func:`coco_annotation_image`) to its item."""
+    cat_id = ann.get("category_id")
+    if not _is_id(cat_id) or cat_id not in label_of:
+        raise at.key("category_id").error(f"no category with id {cat_id!r}")
+    _append(item, ann, label_of[cat_id], at)
 
 
 def read_coco(doc: Any, source: str, subset: str = "default") -> Dataset:
@@ -264,20 +299,14 @@ def read_coco(doc: Any, source: str, subset: str = "default") -> Dataset:
         return _read_results(doc, At(source))
     root = At(source)
     doc = expect_dict(doc, root)
-    labels, label_of = _read_categories(doc, root)
-    items, by_image = _read_images(doc, root, subset)
+    labels, label_of = coco_labels(doc, root)
+    by_image = dict(coco_images(expect_list(doc.get("images"), root.key("images")), root, subset))
     anns_at = root.key("annotations")
     for i, ann in enumerate(expect_list(doc.get("annotations", []), anns_at)):
         at = anns_at.index(i)
-        ann = expect_dict(ann, at)
-        item = by_image.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
-        if item is None:
-            raise at.key("image_id").error(f"no image with id {ann.get('image_id')!r}")
-        cat_id = ann.get("category_id")
-        if not _is_id(cat_id) or cat_id not in label_of:
-            raise at.key("category_id").error(f"no category with id {cat_id!r}")
-        _append(item, ann, label_of[cat_id], at)
-    return Dataset(labels, items, "coco")
+        ann, item = coco_annotation_image(ann, at, by_image)
+        append_coco_annotation(item, ann, label_of, at)
+    return Dataset(labels, list(by_image.values()), "coco")
 
 
 def _read_results(doc: list, root: At) -> Dataset:

@@ -58,7 +58,7 @@ from smaskd.model import (
     Shape,
 )
 
-__all__ = ["datumaro_items", "read_datumaro"]
+__all__ = ["datumaro_item", "datumaro_items", "read_datumaro"]
 
 #: Datumaro annotation types that are kept but never painted; value = NonMask.kind.
 _NON_MASK = {
@@ -218,7 +218,7 @@ def datumaro_items(entries: Iterable[Any], source: str, default_subset: str, n_l
     seen: set[tuple[str, str]] = set()
     items_at = At(source).key("items")
     for i, entry in enumerate(entries):
-        item = _item(entry, items_at.index(i), default_subset, n_labels, warnings)
+        item = datumaro_item(entry, source, i, default_subset, n_labels, warnings)
         if (item.subset, item.id) in seen:
             raise (
                 items_at.index(i)
@@ -227,3 +227,12 @@ def datumaro_items(entries: Iterable[Any], source: str, default_subset: str, n_l
             )
         seen.add((item.subset, item.id))
         yield item
+
+
+def datumaro_item(entry: Any, source: str, index: int, default_subset: str, n_labels: int,
+                  warnings: list[str]) -> Item:
+    """``items[index]`` → ``Item``; what :func:`datumaro_items` checks per item, no more.
+
+    For readers that parse an item again after the whole list has been checked once.
+    """
+    return _item(entry, At(source).key("items").index(index), default_subset, n_labels, warnings)

@@ -20,11 +20,9 @@ at any level is an ``InputError`` that says where, never a ``TypeError``/``KeyEr
 
 from __future__ import annotations
 
-import codecs
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +35,12 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_DEPTH",
     "At",
-    "Brackets",
     "expect_dict",
     "expect_int",
     "expect_list",
     "expect_number",
     "expect_numbers",
     "expect_str",
-    "check_json_bytes",
     "load_json_bytes",
     "load_json_file",
     "parse_checked",
@@ -105,30 +101,6 @@ def load_json_bytes(data: bytes, source: str = "JSON", max_depth: int = DEFAULT_
     return parse_checked(body, text, quotes, source, max_depth)
 
 
-def check_json_bytes(data: bytes, source: str = "JSON",
-                     max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[bytes, np.ndarray, Brackets]:
-    """Everything :func:`load_json_bytes` checks before parsing: encoding, BOM, depth.
-
-    Returns the body (BOM removed), the positions of its string-delimiting quotes and its
-    shallow brackets, for callers that parse the document in parts
-    (:mod:`smaskd.annotations.jsonsplit`). The text is validated a chunk at a time and not
-    kept; a failure is reported by the whole-document check, in its words.
-    """
-    offset = next((len(bom) for bom, enc in _BOMS if enc is None and data.startswith(bom)), 0)
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    try:
-        for a in range(offset, len(data), _SCAN_CHUNK):
-            decoder.decode(data[a:a + _SCAN_CHUNK], final=a + _SCAN_CHUNK >= len(data))
-    except UnicodeDecodeError:
-        _checked(data, source, max_depth)  # raises the usual message
-        raise  # pragma: no cover - the whole decode fails the same way
-    if any(enc is not None and data.startswith(bom) for bom, enc in _BOMS):
-        _checked(data, source, max_depth)  # a UTF-16/32 BOM: the usual refusal
-    body = data[offset:]
-    quotes, brackets = _check_depth(body, source, max_depth)
-    return body, quotes, brackets
-
-
 def _checked(data: bytes, source: str, max_depth: int) -> tuple[bytes, str, np.ndarray]:
     offset = 0
     for bom, encoding in _BOMS:
@@ -144,7 +116,7 @@ def _checked(data: bytes, source: str, max_depth: int) -> tuple[bytes, str, np.n
         raise InputError(
             f"not valid UTF-8 at byte offset {e.start + offset} ({e.reason})", source
         ) from None
-    quotes, _ = _check_depth(body, source, max_depth)
+    quotes = _check_depth(body, source, max_depth)
     return body, text, quotes
 
 
@@ -178,17 +150,6 @@ class _ConstantError(Exception):
 
 
 _SCAN_CHUNK = 1 << 20  # bytes per step of the scans: temporaries stay ~1 MB, not file-sized
-SHALLOW = 3  # container depth kept for jsonsplit: the top object, a list in it, its items
-
-
-@dataclass(frozen=True, slots=True)
-class Brackets:
-    """The brackets outside strings that open or close a container at depth <= ``SHALLOW``."""
-
-    pos: np.ndarray  # byte positions, ascending
-    depth: np.ndarray  # nesting depth just after each bracket
-    is_open: np.ndarray  # bool
-
 
 def _unescaped_quotes(buf: np.ndarray) -> np.ndarray:
     """Positions of ``"`` that are not escaped by an odd run of backslashes."""
@@ -211,8 +172,8 @@ def _unescaped_quotes(buf: np.ndarray) -> np.ndarray:
     return np.setdiff1d(quotes, np.asarray(escaped, dtype=quotes.dtype), assume_unique=True)
 
 
-def _check_depth(body: bytes, source: str, max_depth: int) -> tuple[np.ndarray, Brackets]:
-    """Refuse nesting deeper than ``max_depth``; returns the quote positions and shallow brackets.
+def _check_depth(body: bytes, source: str, max_depth: int) -> np.ndarray:
+    """Refuse nesting deeper than ``max_depth``; returns the positions of the string quotes.
 
     JSON has quotes only around strings, so unescaped quotes pair up as string start/end and a
     bracket is inside a string exactly when an odd number of them precede it. Multi-byte UTF-8
@@ -222,7 +183,6 @@ def _check_depth(body: bytes, source: str, max_depth: int) -> tuple[np.ndarray, 
     buf = np.frombuffer(body, dtype=np.uint8)
     quotes = _unescaped_quotes(buf)
     depth0 = 0
-    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for a in range(0, len(buf), _SCAN_CHUNK):
         chunk = buf[a:a + _SCAN_CHUNK]
         opens = (chunk == 0x5B) | (chunk == 0x7B)
@@ -245,12 +205,7 @@ def _check_depth(body: bytes, source: str, max_depth: int) -> tuple[np.ndarray, 
                 source,
             )
         depth0 = int(depth[-1])
-        shallow = np.where(is_open, depth, depth + 1) <= SHALLOW
-        kept.append((here[shallow], depth[shallow], is_open[shallow]))
-    if not kept:
-        empty = np.zeros(0, dtype=np.int64)
-        return quotes, Brackets(empty, empty, empty.astype(bool))
-    return quotes, Brackets(*(np.concatenate(parts) for parts in zip(*kept)))
+    return quotes
 
 
 def _locate_constant(body: bytes, quotes: np.ndarray) -> str:

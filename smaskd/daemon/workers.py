@@ -37,7 +37,7 @@ from typing import Any
 
 from smaskd.convert import ConvertOptions
 from smaskd.daemon.faults import worker_faults
-from smaskd.procs import die_with_parent
+from smaskd.procs import die_with_parent, keep_heap_between_items
 
 __all__ = ["JobSpec", "Outcome", "Supervisor", "describe_error", "memory_error", "worker_main"]
 
@@ -215,6 +215,7 @@ def _hash(path: str) -> tuple[str, int]:
 def worker_main(spec: JobSpec, conn: Connection) -> None:
     """Entry point of a spawned worker: convert one file, report over ``conn``, exit."""
     die_with_parent(spec.parent_pid)  # the fork server dies with the daemon
+    keep_heap_between_items()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
     limit = None
     try:

@@ -86,9 +86,9 @@ def item_kind(item: Item) -> str:
 class _Entry:
     """One item as the plan keeps it: where to fetch it again and what it needs.
 
-    The plan holds these, not the items: ``dataset.items`` may be a compact store
-    (:class:`~smaskd.annotations.compact.CompactItems`) that rebuilds an item per access, so
-    memory stays bounded by one item however many there are.
+    The plan holds these, not the items: ``dataset.items`` may rebuild an item per access
+    (:mod:`smaskd.annotations.streamed` reads it back from the file), so memory stays
+    bounded by one item however many there are.
     """
 
     index: int  # position in dataset.items

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from smaskd.errors import InternalError
-from smaskd.procs import die_with_parent
+from smaskd.procs import die_with_parent, keep_heap_between_items
 
 __all__ = ["PoolPolicy", "PoolStats", "default_jobs", "ordered_map"]
 
@@ -90,6 +90,7 @@ def _helper_main() -> None:  # pragma: no cover - runs in the child interpreter
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes pipes
     task_fd, result_fd, module = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     die_with_parent(int(sys.argv[4]))  # a killed job must not leave its helpers rendering
+    keep_heap_between_items()
     tasks = Connection(task_fd, writable=False)
     results = Connection(result_fd, readable=False)
     mod = importlib.import_module(module)  # the slow part: numpy, cv2, ... load here

@@ -1,7 +1,8 @@
-"""The export's compact reader: the same Dataset and the same errors as ``read_annotation_file``.
+"""The export's reader: the same Dataset and the same errors as ``read_annotation_file``.
 
-``read_annotations_compact`` parses a Datumaro file item by item (``jsonsplit``) and keeps
-items pickled; whatever it meets, its result or its error must be the whole-file reader's.
+``read_annotations_compact`` scans a Datumaro or COCO file in chunks (``jsonscan``) and reads
+each item back from the file when asked (``streamed``); anything else is read whole and kept
+pickled. Whatever it meets, its result or its error must be the whole-file reader's.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smaskd.annotations import jsonscan
 from smaskd.annotations.compact import CompactItems, read_annotations_compact
 from smaskd.annotations.detect import read_annotation_file
-from smaskd.annotations.jsonload import check_json_bytes
-from smaskd.annotations.jsonsplit import split_list_member
+from smaskd.annotations.streamed import RebuiltItems
 from smaskd.errors import InputError
 from smaskd.model import BitmapMask
 from tests.conftest import CORPUS, GOLDEN, corpus_available
@@ -46,13 +47,18 @@ def outcome(fn, path: Path, **kw):
         return None, (type(e), str(e))
 
 
-def check_same(path: Path, **kw) -> None:
+def check_same(path: Path, streamed: bool | None = None, **kw) -> None:
+    """Same result or error; ``streamed`` also says which way the file must have been read."""
     full, full_err = outcome(read_annotation_file, path, **kw)
     compact, compact_err = outcome(read_annotations_compact, path, **kw)
     assert full_err == compact_err
     if full is not None:
-        assert isinstance(compact.items, CompactItems)
+        assert isinstance(compact.items, RebuiltItems)
+        if streamed is not None:
+            assert (not isinstance(compact.items, CompactItems)) == streamed
         same_dataset(full, compact)
+        # a second pass reads the file again (same_dataset empties what it compared)
+        same_dataset(read_annotation_file(path, **kw), compact)
 
 
 def corpus_json() -> list[Path]:
@@ -82,6 +88,28 @@ DOC = {
 }
 
 
+COCO = {
+    "info": {"description": "x"},
+    "categories": [{"id": 2, "name": "bus"}, {"id": 1, "name": "car", "color": "#010203"}],
+    "images": [{"id": 1, "file_name": "a.jpg", "width": 5, "height": 4},
+               {"id": "two", "file_name": "sub/b.png", "width": 5, "height": 4},
+               {"id": 3, "file_name": "c.jpg"}],
+    "annotations": [
+        {"id": 0, "image_id": "two", "category_id": 1, "segmentation": [[0, 0, 3, 0, 3, 2]]},
+        {"id": 5, "image_id": 1, "category_id": 2, "bbox": [1, 1, 2, 2],
+         "attributes": {"rotation": 10}, "iscrowd": 0},
+        {"id": 6, "image_id": "two", "category_id": 2,
+         "segmentation": {"counts": [3, 2, 15], "size": [4, 5]}},
+        {"id": 7, "image_id": 1, "category_id": 1,
+         "segmentation": [[0, 0, 3, 0, 3, 2], [4, 4, 5, 4, 5, 5]]},
+    ],
+}
+
+
+def _coco(**changes) -> str:
+    return json.dumps({**COCO, **changes})
+
+
 def _write(tmp_path: Path, text: str | bytes, name: str = "in.json") -> Path:
     p = tmp_path / name
     p.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
@@ -107,6 +135,26 @@ def _write(tmp_path: Path, text: str | bytes, name: str = "in.json") -> Path:
     json.dumps({"nested": {"items": DOC["items"]}, "items": []}),
     json.dumps([DOC]),
     json.dumps(DOC).replace('"id": "b"', '"id": "b\\"items\\""'),
+    json.dumps({**DOC, "items": DOC["items"]}) .replace('"items": [', '"items" : [ ', 1),
+    '{"items": ' + json.dumps(DOC["items"]) + ', "\\u0069tems": [], "categories": {}}',
+    _coco(),
+    json.dumps(COCO, indent=1),
+    _coco(annotations=[]),
+    {k: v for k, v in COCO.items() if k != "annotations"} and json.dumps(
+        {k: v for k, v in COCO.items() if k != "annotations"}),
+    _coco(images=COCO["images"] + [COCO["images"][0]]),  # duplicate image id
+    _coco(images=COCO["images"] + [{"id": 9, "file_name": "a.png"}]),  # same item id
+    _coco(annotations=COCO["annotations"] + [{"id": 8, "image_id": 4, "category_id": 1,
+                                               "bbox": [0, 0, 1, 1]}]),  # no such image
+    _coco(annotations=COCO["annotations"] + [{"id": 8, "image_id": 1, "category_id": 7,
+                                               "bbox": [0, 0, 1, 1]}]),  # no such category
+    _coco(annotations=COCO["annotations"] + [{"id": 8, "image_id": 1, "category_id": 1,
+        "segmentation": {"counts": [3, 2, 15], "size": [5, 4]}}]),  # RLE size differs
+    _coco(annotations=[1]),
+    _coco(images=[[1]]),
+    _coco().replace('"images"', '"\\u0069mages"'),
+    _coco()[:-1] + ', "images": []}',
+    json.dumps(list(COCO["annotations"])),  # a results list
 ])
 def test_edge_documents_read_the_same(tmp_path, text):
     check_same(_write(tmp_path, text))
@@ -131,23 +179,68 @@ def test_depth_and_encoding_errors_are_the_usual_ones(tmp_path):
     check_same(_write(tmp_path, b""))
 
 
-@settings(max_examples=60, deadline=None)
+def _rebuilt(path: Path, keys: tuple[str, ...]):
+    with open(path, "rb") as fh:
+        doc = jsonscan.scan_top_level_lists(fh.fileno(), keys, 1 << 30, 512)
+        if doc is None:
+            return None
+        rebuilt = json.loads(doc.head)
+        for key, spans in doc.lists.items():
+            elements = list(jsonscan.iter_elements(fh.fileno(), spans))
+            if None in elements:  # something between the objects: the reader falls back
+                return key
+            rebuilt[key] = [json.loads(e) for e in elements]
+        return rebuilt
+
+
+@settings(max_examples=80, deadline=None)
 @given(st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 5) | st.text("ab[]{}\"\\,:", max_size=4),
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text("ab[]{}\"\\,: ", max_size=5),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-        st.sampled_from(["items", "x", "ids", "item"]), inner, max_size=3),
-    max_leaves=12))
-def test_split_finds_exactly_the_top_level_list(value):
-    """When the splitter answers, its parts reassemble the document the parser reads."""
+        st.sampled_from(["items", "x", "ids", "item", "images"]), inner, max_size=3),
+    max_leaves=12), st.integers(1, 9), st.sampled_from([None, 0, 2]))
+def test_the_scan_finds_exactly_the_top_level_lists(value, chunk, indent):
+    """Its parts reassemble the document the parser reads, whatever the chunk edges cut."""
     doc = {"a": value, "items": [{"k": value}, {}, {"items": value}]} if not isinstance(
         value, dict) else {**value, "items": [{"v": value}]}
-    body = json.dumps(doc).encode()
-    split = split_list_member(*check_json_bytes(body), "items")
-    assert split is not None
-    head, spans = split
-    rebuilt = json.loads(head)
-    rebuilt["items"] = [json.loads(body[s:e]) for s, e in spans]
-    assert rebuilt == json.loads(body)
+    body = (json.dumps(doc, indent=indent) + " \n").encode()
+    original = jsonscan.CHUNK
+    jsonscan.CHUNK = chunk  # tiny chunks: quotes, escapes and brackets across every edge
+    try:
+        import tempfile
+        with tempfile.NamedTemporaryFile(suffix=".json") as fh:
+            fh.write(body)
+            fh.flush()
+            rebuilt = _rebuilt(Path(fh.name), ("items", "images"))
+            if isinstance(rebuilt, str):  # only when that list holds more than objects
+                assert not all(isinstance(e, dict) for e in json.loads(body)[rebuilt])
+            else:
+                assert rebuilt == json.loads(body)
+    finally:
+        jsonscan.CHUNK = original
+
+
+def test_an_escaped_quote_across_a_chunk_edge(tmp_path, monkeypatch):
+    """A backslash run that ends one chunk escapes the quote that starts the next."""
+    path = _write(tmp_path, json.dumps({"x": "a\\\\\\\"]}", "items": [{"k": "\\"}, {}]}))
+    for chunk in range(1, 12):
+        monkeypatch.setattr(jsonscan, "CHUNK", chunk)
+        assert _rebuilt(path, ("items",)) == json.loads(path.read_bytes())
+
+
+def test_datumaro_and_coco_files_are_streamed(tmp_path):
+    check_same(_write(tmp_path, json.dumps(DOC)), streamed=True)
+    check_same(_write(tmp_path, json.dumps(COCO)), streamed=True)
+
+
+def test_a_file_changed_during_the_export_is_refused(tmp_path):
+    path = _write(tmp_path, json.dumps(DOC))
+    dataset = read_annotations_compact(path)
+    assert not isinstance(dataset.items, CompactItems)
+    path.write_bytes(path.read_bytes().replace(b'"b"', b'"c"'))  # same size, other bytes
+    assert dataset.items[0].id == "a"
+    with pytest.raises(InputError, match="changed while it was being converted"):
+        dataset.items[1]
 
 
 def test_an_escaped_second_items_key_falls_back_to_the_whole_document(tmp_path) -> None:

@@ -1,0 +1,226 @@
+"""Annotation files read for an export without holding them: memory flat in the item count.
+
+An export touches each item twice (plan, render) and never needs two at once. So the file
+is scanned once in chunks (:mod:`smaskd.annotations.jsonscan`), every element of its big
+lists is parsed and checked once, in file order, exactly as the whole-file reader would
+(same errors, same warnings), and what stays is a few offsets per item. Each later access
+reads the item's bytes back and parses them again: parsing one item costs less than
+keeping all of them, and ``Dataset.items`` stays a random-access sequence.
+
+A file changed while the export runs is an ``InputError`` (each element's CRC-32 is
+compared on every read), never a mix of two versions in one archive.
+
+Whenever the scan or the first pass meets anything it does not expect, the caller reads
+the file whole instead (:func:`~smaskd.annotations.detect.read_annotation_file`), which
+reports the problem in its usual words.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import weakref
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path, PurePath
+from typing import Any, overload
+
+import numpy as np
+
+from smaskd.annotations.datumaro import datumaro_item, datumaro_items
+from smaskd.annotations.detect import read_annotation_doc
+from smaskd.annotations.jsonload import DEFAULT_MAX_DEPTH, At, refuse_constant
+from smaskd.annotations.coco import (
+    append_coco_annotation,
+    coco_annotation_image,
+    coco_image,
+    coco_images,
+    coco_labels,
+    subset_from_coco_name,
+)
+from smaskd.annotations.jsonscan import (
+    ListSpans,
+    ScannedDocument,
+    iter_elements,
+    scan_top_level_lists,
+)
+from smaskd.errors import InputError
+from smaskd.model import Dataset, Item
+
+__all__ = ["Fallback", "RebuiltItems", "read_streamed"]
+
+_LIST_KEYS = ("items", "images", "annotations")  # Datumaro's, COCO's two
+
+
+class Fallback(Exception):
+    """The streamed read gave up; read the file whole."""
+
+
+class _OpenFile:
+    """The input, open for the dataset's lifetime (a later rename or unlink cannot swap it)."""
+
+    def __init__(self, path: Path, source: str) -> None:
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.source = source
+        self._closer = weakref.finalize(self, os.close, self.fd)
+
+    def element(self, spans: ListSpans, crcs: np.ndarray, i: int) -> Any:
+        """Element ``i`` parsed again, refused if its bytes are not the ones checked first."""
+        start, end = int(spans.starts[i]), int(spans.ends[i])
+        data = os.pread(self.fd, end - start, start)
+        if zlib.crc32(data) != int(crcs[i]):
+            raise InputError("the file changed while it was being converted", self.source)
+        return json.loads(data, parse_constant=refuse_constant)
+
+    def close(self) -> None:
+        self._closer()
+
+
+class RebuiltItems(Sequence[Item]):
+    """Items built again at every access: ``build(i)`` makes item ``i`` from what ``keeps``."""
+
+    def __init__(self, count: int, build: Callable[[int], Item], keeps: object) -> None:
+        self._count = count
+        self._build = build
+        self._keeps = keeps  # the open file (or stored blobs) as long as the items can be read
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> Item: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Item]: ...
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._build(i) for i in range(*index.indices(self._count))]
+        if not -self._count <= index < self._count:
+            raise IndexError(index)
+        return self._build(index % self._count)
+
+    def __iter__(self) -> Iterator[Item]:
+        for i in range(self._count):
+            yield self._build(i)
+
+
+def read_streamed(path: Path, fmt: str, name: str | PurePath, source: str,
+                  max_bytes: int) -> Dataset:
+    """A Datumaro or COCO file as a ``Dataset`` of :class:`RebuiltItems`; else ``Fallback``."""
+    if fmt not in ("auto", "datumaro", "coco"):
+        raise Fallback
+    file = _OpenFile(path, source)
+    try:
+        scanned = scan_top_level_lists(file.fd, _LIST_KEYS, max_bytes, DEFAULT_MAX_DEPTH)
+        if scanned is None or not scanned.lists:
+            raise Fallback
+        head = _parse_head(scanned.head, tuple(scanned.lists))
+        if any(head.get(key) != [] for key in scanned.lists):
+            raise Fallback
+        header = read_annotation_doc(head, fmt, name)  # labels, and every check of the rest
+        if header.source_format == "datumaro" and "items" in scanned.lists:
+            return _read_datumaro(file, scanned, header, name, source)
+        if header.source_format == "coco" and "images" in scanned.lists:
+            return _read_coco(file, scanned, header, head, source)
+        raise Fallback
+    except BaseException:
+        file.close()
+        raise
+
+
+def _parse(data: bytes, hook: Callable | None = None) -> Any:
+    try:
+        return json.loads(data, parse_constant=refuse_constant, object_pairs_hook=hook)
+    except Exception:  # syntax, NaN, recursion, huge integers: the whole-file reader words it
+        raise Fallback from None
+
+
+def _parse_head(head: bytes, keys: tuple[str, ...]) -> dict:
+    """The head parsed, refused if a key we emptied is there twice (json keeps the last)."""
+    top: list[list[tuple[str, Any]]] = []
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict:
+        top[:] = [pairs]  # the outermost object closes last
+        return dict(pairs)
+
+    doc = _parse(head, hook)
+    if not isinstance(doc, dict) or not top:
+        raise Fallback
+    names = [k for k, _ in top[0]]
+    if any(names.count(key) > 1 for key in keys):
+        raise Fallback
+    return doc
+
+
+def _checked_elements(file: _OpenFile, spans: ListSpans, crcs: np.ndarray) -> Iterator[Any]:
+    """The elements parsed in file order, each one's CRC-32 noted for the later reads."""
+    for i, data in enumerate(iter_elements(file.fd, spans)):
+        if data is None:
+            raise Fallback
+        crcs[i] = zlib.crc32(data)
+        yield _parse(data)
+
+
+def _read_datumaro(file: _OpenFile, scanned: ScannedDocument, header: Dataset,
+                   name: str | PurePath, source: str) -> Dataset:
+    spans = scanned.lists["items"]
+    crcs = np.zeros(len(spans.starts), dtype=np.uint32)
+    path = PurePath(name)
+    subset = path.stem if path.parent.name == "annotations" and path.stem else "default"
+    n_labels = len(header.labels)
+    for _ in datumaro_items(_checked_elements(file, spans, crcs), source, subset, n_labels,
+                            header.warnings):
+        pass
+
+    def build(i: int) -> Item:
+        return datumaro_item(file.element(spans, crcs, i), source, i, subset, n_labels, [])
+
+    return Dataset(header.labels, RebuiltItems(len(crcs), build, file),  # type: ignore[arg-type]
+                   "datumaro", header.warnings)
+
+
+def _read_coco(file: _OpenFile, scanned: ScannedDocument, header: Dataset, head: dict,
+               source: str) -> Dataset:
+    """COCO: images checked in order, then annotations, as ``read_coco``; grouped by image.
+
+    What stays per image is its span; per annotation its span and its image's index, so an
+    item is its image entry plus its annotations (in file order) read back.
+    """
+    root = At(source)
+    subset = subset_from_coco_name(source)
+    _, label_of = coco_labels(head, root)
+    images = scanned.lists["images"]
+    image_crcs = np.zeros(len(images.starts), dtype=np.uint32)
+    index_of: dict[Any, int] = {}
+    frame: list[tuple[str, int | None, int | None]] = []  # what an annotation's check needs
+    checked = coco_images(_checked_elements(file, images, image_crcs), root, subset)
+    for i, (image_id, item) in enumerate(checked):
+        index_of[image_id] = i
+        frame.append((item.id, item.height, item.width))
+
+    anns = scanned.lists.get("annotations") or ListSpans(0, 0, *(np.zeros(0, np.int64),) * 2)
+    ann_crcs = np.zeros(len(anns.starts), dtype=np.uint32)
+    ann_image = np.zeros(len(anns.starts), dtype=np.int32)
+    anns_at = root.key("annotations")
+    for k, ann in enumerate(_checked_elements(file, anns, ann_crcs)):
+        at = anns_at.index(k)
+        ann, i = coco_annotation_image(ann, at, index_of)
+        item_id, height, width = frame[i]
+        append_coco_annotation(Item(item_id, subset, height, width), ann, label_of, at)
+        ann_image[k] = i
+    del index_of, frame
+    order = np.argsort(ann_image, kind="stable").astype(np.int32)
+    bounds = np.searchsorted(ann_image[order], np.arange(len(image_crcs) + 1))
+    del ann_image
+
+    def build(i: int) -> Item:
+        _, item = coco_image(file.element(images, image_crcs, i), root.key("images").index(i),
+                             subset)
+        for k in order[bounds[i]:bounds[i + 1]].tolist():
+            ann = file.element(anns, ann_crcs, k)  # a dict: checked in the first pass
+            append_coco_annotation(item, ann, label_of, anns_at.index(k))
+        return item
+
+    return Dataset(header.labels, RebuiltItems(len(image_crcs), build, file),  # type: ignore[arg-type]
+                   "coco", header.warnings)
