@@ -38,12 +38,18 @@ class CompactItems(RebuiltItems):
 def read_annotations_compact(
     path: Path, fmt: str = "auto", *, name: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> Dataset:
-    """:func:`read_annotation_file` with ``items`` as :class:`CompactItems`."""
+    """:func:`read_annotation_file`, its items rebuilt per access (:class:`RebuiltItems`).
+
+    The items of a Datumaro file are checked by the first pass over them (the export's
+    plan) rather than here, so an error in an item is raised then: the same error.
+    """
     path = Path(path)
     source = PurePath(name or path).name or str(name or path)
     if fmt in ("auto", "datumaro", "coco"):
         try:
-            return read_streamed(path, fmt, name or path, source, max_bytes)
+            return read_streamed(
+                path, fmt, name or path, source, max_bytes,
+                lambda: read_annotation_file(path, fmt, name=name, max_bytes=max_bytes))
         except (Fallback, InputError, OSError):
             pass  # the whole-file read below reports the problem exactly as it always has
     dataset = read_annotation_file(path, fmt, name=name, max_bytes=max_bytes)

@@ -77,12 +77,20 @@ class _OpenFile:
 
 
 class RebuiltItems(Sequence[Item]):
-    """Items built again at every access: ``build(i)`` makes item ``i`` from what ``keeps``."""
+    """Items built again at every access: ``build(i)`` makes item ``i`` from what ``keeps``.
 
-    def __init__(self, count: int, build: Callable[[int], Item], keeps: object) -> None:
+    ``first_pass``, when given, yields every item once, in order, checking each as the
+    whole-file reader would; it runs as the first iteration (an export's plan), so the
+    file is not parsed once more just to be checked. Any other access finishes it first.
+    """
+
+    def __init__(self, count: int, build: Callable[[int], Item], keeps: object,
+                 first_pass: Iterator[Item] | None = None) -> None:
         self._count = count
         self._build = build
         self._keeps = keeps  # the open file (or stored blobs) as long as the items can be read
+        self._first_pass = first_pass
+        self._failed: BaseException | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -94,6 +102,7 @@ class RebuiltItems(Sequence[Item]):
     def __getitem__(self, index: slice) -> list[Item]: ...
 
     def __getitem__(self, index):
+        self._finish_first_pass()
         if isinstance(index, slice):
             return [self._build(i) for i in range(*index.indices(self._count))]
         if not -self._count <= index < self._count:
@@ -101,13 +110,41 @@ class RebuiltItems(Sequence[Item]):
         return self._build(index % self._count)
 
     def __iter__(self) -> Iterator[Item]:
+        if self._first_pass is not None and self._failed is None:
+            first, self._first_pass = self._first_pass, None
+            while True:
+                try:
+                    item = next(first)
+                except StopIteration:
+                    return
+                except BaseException as e:
+                    self._failed = e
+                    raise
+                try:
+                    yield item
+                except GeneratorExit:  # left early: the rest is checked on the next access
+                    self._first_pass = first
+                    raise
+        self._finish_first_pass()
         for i in range(self._count):
             yield self._build(i)
 
+    def _finish_first_pass(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+        if self._first_pass is not None:
+            for _ in self:
+                pass
 
-def read_streamed(path: Path, fmt: str, name: str | PurePath, source: str,
-                  max_bytes: int) -> Dataset:
-    """A Datumaro or COCO file as a ``Dataset`` of :class:`RebuiltItems`; else ``Fallback``."""
+
+def read_streamed(path: Path, fmt: str, name: str | PurePath, source: str, max_bytes: int,
+                  whole: Callable[[], object]) -> Dataset:
+    """A Datumaro or COCO file as a ``Dataset`` of :class:`RebuiltItems`; else ``Fallback``.
+
+    ``whole()`` reads the file whole, raising that reader's error: a Datumaro file's items
+    are first checked as the export plans them, after this returns, and an item the streamed
+    parse is unsure of is reported in the whole-file reader's words.
+    """
     if fmt not in ("auto", "datumaro", "coco"):
         raise Fallback
     file = _OpenFile(path, source)
@@ -120,7 +157,7 @@ def read_streamed(path: Path, fmt: str, name: str | PurePath, source: str,
             raise Fallback
         header = read_annotation_doc(head, fmt, name)  # labels, and every check of the rest
         if header.source_format == "datumaro" and "items" in scanned.lists:
-            return _read_datumaro(file, scanned, header, name, source)
+            return _read_datumaro(file, scanned, header, name, source, whole)
         if header.source_format == "coco" and "images" in scanned.lists:
             return _read_coco(file, scanned, header, head, source)
         raise Fallback
@@ -163,21 +200,26 @@ def _checked_elements(file: _OpenFile, spans: ListSpans, crcs: np.ndarray) -> It
 
 
 def _read_datumaro(file: _OpenFile, scanned: ScannedDocument, header: Dataset,
-                   name: str | PurePath, source: str) -> Dataset:
+                   name: str | PurePath, source: str, whole: Callable[[], object]) -> Dataset:
     spans = scanned.lists["items"]
     crcs = np.zeros(len(spans.starts), dtype=np.uint32)
     path = PurePath(name)
     subset = path.stem if path.parent.name == "annotations" and path.stem else "default"
     n_labels = len(header.labels)
-    for _ in datumaro_items(_checked_elements(file, spans, crcs), source, subset, n_labels,
-                            header.warnings):
-        pass
+
+    def first_pass() -> Iterator[Item]:
+        try:
+            yield from datumaro_items(_checked_elements(file, spans, crcs), source, subset,
+                                      n_labels, header.warnings)
+        except Fallback:
+            whole()  # raises the whole-file reader's error for this file
+            raise InputError("the file changed while it was being converted", source) from None
 
     def build(i: int) -> Item:
         return datumaro_item(file.element(spans, crcs, i), source, i, subset, n_labels, [])
 
-    return Dataset(header.labels, RebuiltItems(len(crcs), build, file),  # type: ignore[arg-type]
-                   "datumaro", header.warnings)
+    items = RebuiltItems(len(crcs), build, file, first_pass())
+    return Dataset(header.labels, items, "datumaro", header.warnings)  # type: ignore[arg-type]
 
 
 def _read_coco(file: _OpenFile, scanned: ScannedDocument, header: Dataset, head: dict,

@@ -41,8 +41,12 @@ def same_dataset(a, b) -> None:
 
 
 def outcome(fn, path: Path, **kw):
+    """The dataset or the error, the items' first pass included (it checks Datumaro items)."""
     try:
-        return fn(path, **kw), None
+        dataset = fn(path, **kw)
+        for _ in dataset.items:
+            pass
+        return dataset, None
     except InputError as e:
         return None, (type(e), str(e))
 
@@ -237,6 +241,7 @@ def test_a_file_changed_during_the_export_is_refused(tmp_path):
     path = _write(tmp_path, json.dumps(DOC))
     dataset = read_annotations_compact(path)
     assert not isinstance(dataset.items, CompactItems)
+    assert [i.id for i in dataset.items] == ["a", "b"]  # the first pass, as an export plans
     path.write_bytes(path.read_bytes().replace(b'"b"', b'"c"'))  # same size, other bytes
     assert dataset.items[0].id == "a"
     with pytest.raises(InputError, match="changed while it was being converted"):
@@ -256,3 +261,29 @@ def test_an_escaped_second_items_key_falls_back_to_the_whole_document(tmp_path) 
     whole = [i.id for i in read_annotation_file(path).items]
     assert whole == ["c"]
     assert [i.id for i in read_annotations_compact(path).items] == whole
+
+
+def test_the_first_pass_is_the_check_and_an_access_after_it_finishes_it(tmp_path):
+    bad = {**DOC, "items": DOC["items"] + [{"id": "c", "annotations": [
+        {"id": 1, "type": "bbox", "label_id": 9, "bbox": [0, 0, 1, 1]}]}]}
+    path = _write(tmp_path, json.dumps(bad))
+    dataset = read_annotations_compact(path)  # labels are checked here, items on first pass
+    first = iter(dataset.items)
+    assert next(first).id == "a"
+    first.close()  # left early (an export that failed elsewhere): the rest still gets checked
+    with pytest.raises(InputError, match="label_id 9 is out of range"):
+        dataset.items[0]
+    with pytest.raises(InputError, match="label_id 9 is out of range"):
+        list(dataset.items)
+
+
+def test_a_syntax_error_found_on_the_first_pass_is_the_whole_file_readers(tmp_path):
+    text = json.dumps(DOC).replace('"id": "b"', '"id": "b" "x"')
+    path = _write(tmp_path, text)
+    with pytest.raises(InputError) as whole:
+        read_annotation_file(path)
+    assert "line 1 column" in str(whole.value)
+    dataset = read_annotations_compact(path)
+    with pytest.raises(InputError) as streamed:
+        list(dataset.items)
+    assert str(streamed.value) == str(whole.value)
