@@ -32,7 +32,7 @@ from typing import Any
 from smaskd.atomicio import fsync_dir
 
 __all__ = ["NO_LINK", "move_input", "open_folder", "output_stem", "pick_names", "publish",
-           "real_folder", "same_inode", "staging_files", "staging_path", "write_new", "write_staging"]
+           "real_folder", "same_inode", "staging_files", "staging_path", "write_staging"]
 
 NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
@@ -136,23 +136,6 @@ def same_inode(st: os.stat_result, path: Path) -> bool:
     except OSError:
         return False
     return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
-
-
-def write_new(folder: Path, stem: str, suffix: str, data: bytes, mode: int, job_id: str) -> Path:
-    """Write a small file (a failed job's log) atomically under a keep-both name."""
-    folder.mkdir(exist_ok=True)
-    staging = staging_path(folder, job_id, f"{suffix}.new")
-    write_staging(staging, data, mode)
-    for candidate in _variants(stem):
-        target = folder / f"{candidate}{suffix}"
-        if os.path.lexists(target):
-            continue
-        try:
-            publish(staging, target, replace=False)
-            return target
-        except FileExistsError:
-            continue
-    raise AssertionError("unreachable")
 
 
 def open_folder(folder: Path) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from smaskd.daemon.outbox import move_input, pick_names, publish, staging_path, write_new, write_staging
+from smaskd.daemon.outbox import move_input, pick_names, publish, staging_path, write_staging
 
 
 def test_pick_names(tmp_path: Path) -> None:
@@ -50,9 +50,6 @@ def test_symlinks_in_the_outbox_are_never_written_through(tmp_path: Path) -> Non
     write_staging(staging, b"evil", 0o640)  # a leftover/planted staging name is unlinked first
     publish(staging, box / "a.zip", replace=True)  # rename replaces the link itself
     assert victim.read_bytes() == b"precious" and not (box / "a.zip").is_symlink()
-    os.symlink(victim, box / "b.log.jsonl")
-    target = write_new(box, "b", ".log.jsonl", b"log", 0o640, "job2")
-    assert target.name == "b-1.log.jsonl" and victim.read_bytes() == b"precious"
 
 
 def test_move_input_keeps_both_and_moves_symlinks_themselves(tmp_path: Path) -> None:
