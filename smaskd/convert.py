@@ -170,7 +170,8 @@ def import_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()
     labelmap = _read_labelmap(options.labelmap)
     with atomic_writer(dst) as out:
         stats = import_masks(Path(src), out, labelmap, fmt=options.format,
-                             polygons=options.polygons, jobs=options.jobs)
+                             polygons=options.polygons, jobs=options.jobs,
+                             spool_dir=Path(dst).parent)
     return ConvertResult(
         "import", Path(dst), stats.write.items, stats.write.instances, stats.labels,
         stats.warnings + list(stats.write.warnings),

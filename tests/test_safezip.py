@@ -82,9 +82,10 @@ def test_duplicates_and_case_collisions() -> None:
 
 
 def test_too_many_entries() -> None:
-    data = make_zip([(f"f{i}", b"") for i in range(MAX_ENTRIES + 1)])
-    with pytest.raises(UnsafeArchiveError, match="10001 entries"):
-        open_bytes(data)
+    data = make_zip([(f"f{i}", b"") for i in range(1001)])
+    with pytest.raises(UnsafeArchiveError, match="1001 entries, more than the limit of 1000"):
+        open_bytes(data, max_entries=1000)
+    assert MAX_ENTRIES >= 2 * 100_000 + 3  # an export of 100,000 images opens
 
 
 def test_total_size_limit() -> None:
@@ -208,3 +209,50 @@ def test_random_member_names(names: list[str]) -> None:
                 zf.read(n)
     except UnsafeArchiveError:
         pass
+
+
+def _agrees_with_zipfile(data: bytes) -> None:
+    """SafeZip reads its own directory: the names and bytes must be zipfile's."""
+    with zipfile.ZipFile(io.BytesIO(data)) as ref, open_bytes(data) as zf:
+        files = [i.filename for i in ref.infolist() if not i.is_dir()]
+        assert zf.names == files
+        for n in files:
+            assert zf.read(n) == ref.read(n) and zf.size(n) == ref.getinfo(n).file_size
+
+
+def test_archive_comment_and_bytes_before_the_archive() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a.txt", b"alpha" * 50)
+        z.writestr("d/", b"")
+        z.writestr("d/b.png", b"beta")
+        z.comment = b"a comment"
+    _agrees_with_zipfile(buf.getvalue())
+    _agrees_with_zipfile(b"#!/bin/sh\nexec unzip \"$0\"\n" + buf.getvalue())  # self-extractor
+
+
+def test_zip64_end_record_and_extra_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    # zipfile writes the zip64 forms past these limits; lowered, a small archive has them all
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 1)
+    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 10)
+    data = make_zip([("a.txt", b"x" * 100), ("b/c.png", b"y" * 50)], zipfile.ZIP_DEFLATED)
+    monkeypatch.undo()
+    assert b"PK\x06\x06" in data and b"\xff\xff\xff\xff" in data
+    _agrees_with_zipfile(data)
+
+
+def test_more_records_than_the_end_record_declares() -> None:
+    data = bytearray(make_zip([(f"f{i}", b"") for i in range(5)]))
+    end = data.rindex(b"PK\x05\x06")
+    struct.pack_into("<HH", data, end + 8, 1, 1)  # entries on this disk, in all
+    with pytest.raises(UnsafeArchiveError, match="more than 3 entries"):
+        open_bytes(bytes(data), max_entries=3)
+
+
+def test_lookups_are_exact_and_folded_lookups_give_the_real_name() -> None:
+    with open_bytes(make_zip([("Dir/A.PNG", b"1"), ("e/", b"")])) as zf:
+        assert "Dir/A.PNG" in zf and "dir/a.png" not in zf and "Dir/A.png" not in zf
+        assert zf.find_folded("dir/a.png") == "Dir/A.PNG"
+        assert zf.find_folded("E") is None  # a folder is not a file
+        with pytest.raises(InputError, match="no such entry"):
+            zf.read("dir/a.png")

@@ -10,6 +10,7 @@ the item lands, and the document is assembled in item order, so it is byte for b
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import tempfile
@@ -34,7 +35,6 @@ from smaskd.smask.parallel import PoolPolicy, PoolStats, ordered_map
 
 __all__ = ["IMPORT_POLICY", "ImportStats", "ItemContext", "convert_item", "import_masks"]
 
-_SPOOL_BYTES = 4 << 20  # COCO annotations kept in memory up to this, then in a temp file
 #: An item costs an import ~3x less than an export, and a helper the same ~0.2 s to start:
 #: below ~100 Mpx (300 frames of 640x480) the caller alone is as fast (benchmarks/README.md).
 IMPORT_POLICY = PoolPolicy(min_pixels=100_000_000)
@@ -97,15 +97,16 @@ def _add(total: WriteStats, part: WriteStats) -> None:
     total.warnings += part.warnings
 
 
-def _pixels(archive: MaskArchive, masked: list[tuple[str, str]]) -> int:
+def _pixels(archive: MaskArchive, masked: int) -> int:
     """Frame pixels of the job, estimated from the first class PNG's header (for the policy)."""
-    if not masked:
+    first = next((entry for entry in archive.items() if entry.has_masks), None)
+    if first is None:
         return 0
-    head = archive.head_of(masked[0][0], 33)
+    head = archive.head_of(first, 33)
     if len(head) < 24 or not head.startswith(b"\x89PNG"):
         return 0
     w, h = struct.unpack(">II", head[16:24])
-    return w * h * len(masked)
+    return w * h * masked
 
 
 def import_masks(
@@ -116,20 +117,27 @@ def import_masks(
     polygons: bool = False,
     jobs: int = 1,
     policy: PoolPolicy = IMPORT_POLICY,
+    spool_dir: str | Path | None = None,
 ) -> ImportStats:
-    """Write the JSON of the mask zip ``src`` to ``out``; ``jobs`` processes for large zips."""
+    """Write the JSON of the mask zip ``src`` to ``out``; ``jobs`` processes for large zips.
+
+    COCO's annotations follow all its images, so they wait in a temp file in ``spool_dir``
+    (default: beside ``out`` when it has a path, else the system's temp folder).
+    """
     if fmt not in FORMATS:
         raise InputError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
     with MaskArchive(src, labelmap) as archive:
         labels = archive.spec.labels
         _, cat_of = coco_categories(labels)
         ctx = ItemContext(archive.spec, fmt, polygons, cat_of)
-        masked = [e for e in archive.entries if archive.has_masks(e[0])]
+        masked = sum(entry.has_masks for entry in archive.items())
 
         def tasks() -> Iterator[PngPair | _Unreadable]:
-            for item_id, subset in masked:
+            for entry in archive.items():
+                if not entry.has_masks:
+                    continue
                 try:
-                    got = archive.read(item_id, subset)
+                    got = archive.read(entry)
                 except InputError as e:
                     yield _Unreadable(e)
                     continue
@@ -137,14 +145,14 @@ def import_masks(
                 yield got
 
         stats = ImportStats(WriteStats(), len(labels))
-        helpers = policy.helpers_for(jobs, len(masked), _pixels(archive, masked))
+        helpers = policy.helpers_for(jobs, masked, _pixels(archive, masked))
         outputs = ordered_map(convert_item, ctx, tasks(), helpers, policy, stats.parallel,
                               describe=lambda t: f"item {getattr(t, 'item', None) and t.item.id!r}")
 
         def rows() -> Iterator[tuple[Item, Any]]:
-            for item_id, subset in archive.entries:
-                if not archive.has_masks(item_id):
-                    item = archive.read(item_id, subset)
+            for entry in archive.items():
+                if not entry.has_masks:
+                    item = archive.read(entry)
                     assert isinstance(item, Item)
                     entries = [] if fmt == "coco" else dumps(
                         datumaro_item(item, polygons, stats.write))
@@ -157,7 +165,7 @@ def import_masks(
 
         try:
             if fmt == "coco":
-                _write_coco(out, labels, rows(), stats.write)
+                _write_coco(out, labels, rows(), stats.write, _spool_dir(out, spool_dir))
             else:
                 _write_datumaro(out, labels, rows(), stats.write)
         finally:
@@ -176,14 +184,28 @@ def _open_list(out: BinaryIO, head: str, tail: str) -> None:
     out.write(head[: -len(tail)].encode("utf-8"))
 
 
-def _write_coco(out: BinaryIO, labels, rows, stats: WriteStats) -> None:
+def _spool_dir(out: BinaryIO, given: str | Path | None) -> str | None:
+    """The folder of ``out`` when it has a path: it has room for the output, of which the
+    annotations are most, and unlike /tmp it is not a RAM disk on many systems."""
+    if given is not None:
+        return str(given)
+    name = getattr(out, "name", None)
+    return (os.path.dirname(os.path.abspath(name)) or None) if isinstance(name, str) else None
+
+
+def _write_coco(out: BinaryIO, labels, rows, stats: WriteStats, spool_dir: str | None) -> None:
     """``{..., "images": [...], "annotations": [...]}``: images stream to ``out``, the
-    annotations (which follow every image) to a spool file that is appended at the end."""
+    annotations (which follow every image) to a temp file that is appended at the end.
+
+    The temp file is on disk from the first byte: held in memory, the annotations grew the
+    process by ~3.5 KB an image (RLE), and a spool that moves to disk at some size still
+    peaks at twice that size while it copies.
+    """
     _open_list(out, dumps(coco_assemble(labels, "segmentation_mask", [], WriteStats())),
                '"images":[],"annotations":[]}')
     out.write(b'"images":[')
     count = unsized = 0
-    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+    with tempfile.TemporaryFile(prefix=".smaskd-annotations-", dir=spool_dir) as spool:
         for image_id, (item, entries) in enumerate(rows, start=1):
             stats.items += 1
             unsized += item.height is None

@@ -7,7 +7,8 @@ Steps, each as CVAT's importer does them unless the list below says otherwise:
    up to 4 levels deep, until ``ImageSets/``, ``SegmentationClass/``, ``SegmentationObject/``
    or ``labelmap.txt`` shows up.
 3. Labels: ``--labelmap`` (the caller's) if given, else ``dataset_meta.json``, else
-   ``labelmap.txt``, else labelme's ``class_names.txt``, else the Pascal VOC defaults (§2.4).
+   ``labelmap.txt``, else labelme's ``class_names.txt``, else the Pascal VOC defaults (§2.4);
+   see :mod:`smaskd.smask.labelspec`.
 4. Subsets: ``ImageSets/Segmentation/<subset>.txt``; when there is none, the ``Main`` (class
    lists ``<class>_<subset>.txt`` skipped), ``Layout`` and ``Action`` lists, as CVAT.
 5. Items in list order; each decodes its two PNGs and turns them into instances
@@ -31,16 +32,16 @@ Where smaskd deliberately differs from CVAT (each gives a warning, never silence
 
 from __future__ import annotations
 
-import json
 import posixpath
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from smaskd.errors import InputError
-from smaskd.model import RGB, Dataset, Item, Label
+from smaskd.model import Dataset, Item
 from smaskd.safezip import SafeZip
 from smaskd.smask.decode import (
     class_runs,
@@ -50,14 +51,11 @@ from smaskd.smask.decode import (
     png_size,
 )
 from smaskd.smask.instances import class_masks, object_instances, object_instances_runs
-from smaskd.smask.labelmap import (
-    LabelmapEntry,
-    categories_from_labelmap,
-    parse_labelmap,
-    voc_default_labelmap,
-)
+from smaskd.smask.labelmap import LabelmapEntry
+from smaskd.smask.labelspec import LabelSpec, archive_labels, read_text, resolve_background
 
 __all__ = [
+    "ArchiveItem",
     "LabelSpec",
     "LoadedItem",
     "MaskArchive",
@@ -67,7 +65,6 @@ __all__ = [
     "resolve_background",
 ]
 
-MAX_TEXT_BYTES = 16 << 20  # labelmap, lists, dataset_meta.json
 MAX_PNG_BYTES = 256 << 20
 MAX_ROOT_DEPTH = 4
 _MARKERS = ("ImageSets/", "SegmentationClass/", "SegmentationObject/", "labelmap.txt")
@@ -76,51 +73,30 @@ _FALLBACK_TASKS = ("Main", "Layout", "Action")
 _EXAMPLES = 5
 
 
-@dataclass(frozen=True, slots=True)
-class LabelSpec:
-    """Everything decoding needs to know about the labels."""
-
-    labels: list[Label]
-    colors: dict[RGB, int]  # colour → label index, last duplicate wins (as CVAT)
-    n_indexed: int  # labelmap lines: the valid raw indices of 1-channel PNGs
-    background: int | None
-    void: frozenset[int]
-    source: str
-
-
-def resolve_background(labels: Sequence[Label]) -> int | None:
-    """§2.3: the first black label, else the label named ``background``, else none."""
-    for i, lab in enumerate(labels):
-        if lab.color == (0, 0, 0):
-            return i
-    for i, lab in enumerate(labels):
-        if lab.name == "background":
-            return i
-    return None
-
-
-def _spec(entries: list[LabelmapEntry], source: str, void_names: tuple[str, ...] = ()) -> LabelSpec:
-    labels = categories_from_labelmap(entries)
-    colors: dict[RGB, int] = {}
-    for i, lab in enumerate(labels[: len(entries)]):
-        if lab.color is not None:
-            colors[lab.color] = i  # later labels overwrite: the last duplicate wins
-    void = frozenset(i for i, e in enumerate(entries) if e.name in void_names)
-    return LabelSpec(labels, colors, len(entries), resolve_background(labels), void, source)
-
-
 # -- archive layout ------------------------------------------------------------------------
 
 
-def _dataset_root(names: list[str]) -> str:
-    """'' or 'top/' (repeatedly) until a dataset marker is found; __MACOSX is not a folder."""
+def _dataset_root(names: Callable[[], Iterable[str]]) -> str:
+    """'' or 'top/' (repeatedly) until a dataset marker is found; __MACOSX is not a folder.
+
+    ``names()`` lists the visible names again for each level (the zip directory is read from
+    the file, not kept).
+    """
     root = ""
     for _ in range(MAX_ROOT_DEPTH + 1):
-        inside = [n[len(root):] for n in names if n.startswith(root)]
-        if any(n.startswith(_MARKERS) for n in inside):
-            return root
-        tops = {n.split("/", 1)[0] for n in inside if "/" in n}
-        loose = [n for n in inside if "/" not in n]
+        tops: set[str] = set()  # two are as good as many
+        loose = False
+        for n in names():
+            if not n.startswith(root):
+                continue
+            rel = n[len(root):]
+            if rel.startswith(_MARKERS):
+                return root
+            if "/" in rel:
+                if len(tops) < 2:
+                    tops.add(rel.split("/", 1)[0])
+            else:
+                loose = True
         if len(tops) != 1 or loose:
             return root
         root += tops.pop() + "/"
@@ -128,53 +104,55 @@ def _dataset_root(names: list[str]) -> str:
 
 
 def _visible(name: str) -> bool:
+    if "._" not in name and ".DS_Store" not in name and not name.startswith("__MACOSX"):
+        return True  # most names: asked ~4 times per item, this is 5x faster than the split
     parts = name.split("/")
     return parts[0] != "__MACOSX" and not any(p.startswith("._") or p == ".DS_Store" for p in parts)
 
 
-def _members_under(names: list[str], prefix: str, suffix: str) -> dict[str, str]:
-    """``prefix<id><suffix>`` members → {id: member}; suffix compared exactly."""
-    out: dict[str, str] = {}
+def _mask_ids(names: Iterable[str], root: str) -> Iterator[str]:
+    """Ids of the ``SegmentationClass/<id>.png`` and ``SegmentationObject/<id>.png`` members."""
+    prefixes = (f"{root}SegmentationClass/", f"{root}SegmentationObject/")
     for n in names:
-        if n.startswith(prefix) and n.endswith(suffix) and len(n) > len(prefix) + len(suffix):
-            out[n[len(prefix): len(n) - len(suffix)]] = n
-    return out
+        if n.endswith(".png"):
+            for prefix in prefixes:
+                if n.startswith(prefix) and len(n) > len(prefix) + 4:
+                    yield n[len(prefix):-4]
 
 
-def _images(names: list[str], prefix: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for n in sorted(names):
-        if not n.startswith(prefix):
+def _locate(zf: SafeZip, name: str) -> int | None:
+    """Where the archive has ``name`` as a visible file (:meth:`SafeZip.locate`)."""
+    return zf.locate(name) if _visible(name) else None
+
+
+def _image_of(zf: SafeZip, prefix: str, item_id: str) -> str | None:
+    """``<prefix><id>.<image ext>``, the extension in any case; the first in name order."""
+    best = None
+    for ext in _IMAGE_EXTS:
+        found = zf.find_folded(prefix + item_id + ext)
+        if found is None or not found.startswith(prefix) or not _visible(found):
             continue
-        stem, ext = posixpath.splitext(n[len(prefix):])
-        if ext.lower() in _IMAGE_EXTS and stem and stem not in out:
-            out[stem] = n
-    return out
+        stem, real_ext = posixpath.splitext(found[len(prefix):])
+        if stem == item_id and real_ext.lower() in _IMAGE_EXTS and (best is None or found < best):
+            best = found
+    return best
 
 
-# -- text members --------------------------------------------------------------------------
-
-
-def _text(zf: SafeZip, name: str) -> str:
-    data = zf.read(name, MAX_TEXT_BYTES)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"not UTF-8 text ({e.reason} at byte {e.start})", name) from None
-    return text[1:] if text.startswith("\ufeff") else text
+# -- list files ----------------------------------------------------------------------------
 
 
 def _read_list(zf: SafeZip, name: str) -> list[str]:
     """§5.1: stripped lines; blank and ``#`` lines skipped; duplicates keep the first."""
     seen: dict[str, None] = {}
-    for line in _text(zf, name).splitlines():
+    for line in read_text(zf, name).splitlines():
         item_id = line.strip()
         if item_id and not item_id.startswith("#"):
             seen.setdefault(item_id, None)
     return list(seen)
 
 
-def _list_files(names: list[str], root: str, task: str, skip_underscore: bool) -> dict[str, str]:
+def _list_files(names: Iterable[str], root: str, task: str,
+                skip_underscore: bool) -> dict[str, str]:
     prefix = f"{root}ImageSets/{task}/"
     out: dict[str, str] = {}
     for n in sorted(names):
@@ -185,80 +163,6 @@ def _list_files(names: list[str], root: str, task: str, skip_underscore: bool) -
             continue
         out[base[: -len(".txt")]] = n
     return out
-
-
-def _meta_entries(zf: SafeZip, name: str) -> list[LabelmapEntry]:
-    """``dataset_meta.json`` (§2.3): ``label_map`` {"i": name} or ``labels``, colours aligned."""
-    try:
-        meta = json.loads(_text(zf, name), parse_constant=_no_constant)
-    except (ValueError, RecursionError) as e:
-        raise InputError(f"invalid JSON ({e})", name) from None
-    if not isinstance(meta, dict):
-        raise InputError("expected a JSON object", name)
-    if isinstance(meta.get("label_map"), dict):
-        try:
-            pairs = sorted((int(k), v) for k, v in meta["label_map"].items())
-        except (TypeError, ValueError):
-            raise InputError("label_map keys must be integers", f"{name}: label_map") from None
-        names = [v for _, v in pairs]
-    elif isinstance(meta.get("labels"), list):
-        names = meta["labels"]
-    else:
-        raise InputError("expected 'label_map' (object) or 'labels' (list)", name)
-    if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
-        raise InputError("label names must be distinct strings", f"{name}: labels")
-    colors = meta.get("segmentation_colors") or []
-    if not isinstance(colors, list):
-        raise InputError("expected a list of [r, g, b]", f"{name}: segmentation_colors")
-    entries = []
-    for i, n in enumerate(names):
-        color = None
-        if i < len(colors) and colors[i] is not None:
-            c = colors[i]
-            if not (isinstance(c, list) and len(c) == 3
-                    and all(isinstance(v, int) and 0 <= v <= 255 for v in c)):
-                raise InputError(f"expected [r, g, b] in 0..255, got {c!r}",
-                                 f"{name}: segmentation_colors[{i}]")
-            color = (c[0], c[1], c[2])
-        entries.append(LabelmapEntry(n, color, _meta_parts(meta, n, name)))
-    return entries
-
-
-def _meta_parts(meta: dict, label: str, name: str) -> tuple[str, ...]:
-    """``parts`` {label: [part, ...]}; anything else would turn into nonsense label names."""
-    parts = meta.get("parts") or {}
-    if not isinstance(parts, dict):
-        raise InputError("expected an object {label: [part names]}", f"{name}: parts")
-    value = parts.get(label) or []
-    if not (isinstance(value, list) and all(isinstance(p, str) for p in value)):
-        raise InputError(f"expected a list of part names, got {value!r}"[:200],
-                         f"{name}: parts.{label}")
-    return tuple(value)
-
-
-def _no_constant(value: str) -> None:
-    raise ValueError(f"{value} is not valid JSON")
-
-
-def _labels(zf: SafeZip, names: list[str], root: str,
-            user: list[LabelmapEntry] | None, warnings: list[str]) -> LabelSpec:
-    meta, lmap, classes = (f"{root}dataset_meta.json", f"{root}labelmap.txt",
-                           f"{root}class_names.txt")
-    if user is not None:
-        if lmap in zf or meta in zf:
-            warnings.append("labels come from the given labelmap; the archive's own is ignored")
-        return _spec(user, "--labelmap")
-    if meta in zf:
-        return _spec(_meta_entries(zf, meta), meta)
-    if lmap in zf:
-        return _spec(parse_labelmap(_text(zf, lmap), source=lmap), lmap)
-    if classes in zf:
-        entries = [LabelmapEntry(line.strip()) for line in _text(zf, classes).splitlines()
-                   if line.strip()]
-        warnings.append(f"no labelmap.txt: labels taken from labelme's {classes} "
-                        f"({len(entries)} names, VOC colours by index)")
-        return _spec(entries, classes)
-    return _spec(voc_default_labelmap(), "Pascal VOC defaults", void_names=("ignored",))
 
 
 # -- image sizes ---------------------------------------------------------------------------
@@ -295,12 +199,34 @@ def _image_size(head: bytes) -> tuple[int, int] | None:
 # -- items ---------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Layout:
-    cls: dict[str, str]
-    obj: dict[str, str]
-    images: dict[str, str]
+    """Where an item's members are: names are made from the id and looked up in the zip."""
+
     root: str
+    has_images: bool  # anything under JPEGImages/ (else no image lookups)
+
+    def class_png(self, item_id: str) -> str:
+        return f"{self.root}SegmentationClass/{item_id}.png"
+
+    def object_png(self, item_id: str) -> str:
+        return f"{self.root}SegmentationObject/{item_id}.png"
+
+    def image(self, zf: SafeZip, item_id: str) -> str | None:
+        return _image_of(zf, f"{self.root}JPEGImages/", item_id) if self.has_images else None
+
+
+class ArchiveItem(NamedTuple):
+    """An item of the archive's lists, and where its mask PNGs are in the zip."""
+
+    id: str
+    subset: str
+    class_png: int | None  # SafeZip.locate of SegmentationClass/<id>.png
+    object_png: int | None  # ... and of SegmentationObject/<id>.png
+
+    @property
+    def has_masks(self) -> bool:
+        return self.class_png is not None or self.object_png is not None
 
 
 @dataclass(slots=True)
@@ -327,34 +253,37 @@ class LoadedItem:
     class_only: bool
 
 
-def _read_member(zf: SafeZip, name: str) -> bytes | InputError:
+def _read_member(zf: SafeZip, where: int) -> bytes | InputError:
     try:
-        return zf.read(name, MAX_PNG_BYTES)
+        return zf.read_located(where, MAX_PNG_BYTES)
     except InputError as e:
         return e
 
 
-def _read_item(zf: SafeZip, item_id: str, subset: str, lay: _Layout) -> Item | PngPair:
+def _read_item(zf: SafeZip, entry: ArchiveItem, lay: _Layout) -> Item | PngPair:
     """An item without masks (complete), or its PNG pair to decode."""
-    cls_name, obj_name = lay.cls.get(item_id), lay.obj.get(item_id)
-    image = lay.images.get(item_id)
+    item_id = entry.id
+    image = lay.image(zf, item_id)
     image_path = image[len(lay.root):] if image else None
-    item = Item(item_id, subset, None, None, [], image_path)
-    if cls_name is None and obj_name is None:
+    item = Item(item_id, entry.subset, None, None, [], image_path)
+    if not entry.has_masks:
         if image is not None:
             size = _image_size(zf.read_head(image, 256 << 10))
             if size is not None:
                 item.height, item.width = size
         return item
-    if cls_name is None:
+    obj_name = lay.object_png(item_id)
+    if entry.class_png is None:
         raise InputError(
             f"SegmentationClass is missing: there is no SegmentationClass/{item_id}.png beside "
             "this instance mask, and instance labels come only from the class mask (CVAT "
             "crashes on such archives)",
             obj_name,
         )
-    return PngPair(item, cls_name, _read_member(zf, cls_name), obj_name,
-                   None if obj_name is None else _read_member(zf, obj_name))
+    cls_name, cls_data = lay.class_png(item_id), _read_member(zf, entry.class_png)
+    if entry.object_png is None:
+        return PngPair(item, cls_name, cls_data, None, None)
+    return PngPair(item, cls_name, cls_data, obj_name, _read_member(zf, entry.object_png))
 
 
 def load_png_pair(spec: LabelSpec, pair: PngPair) -> LoadedItem:
@@ -400,23 +329,111 @@ def load_png_pair(spec: LabelSpec, pair: PngPair) -> LoadedItem:
                       [f"{item.id!r} instance {i}" for i in res.dropped], False)
 
 
-def _summary(what: str, examples: list[str]) -> str:
+def _summary(what: str, count: int, examples: list[str]) -> str:
     shown = "; ".join(examples[:_EXAMPLES])
-    more = f" (and {len(examples) - _EXAMPLES} more)" if len(examples) > _EXAMPLES else ""
+    more = f" (and {count - _EXAMPLES} more)" if count > _EXAMPLES else ""
     return f"{what}: {shown}{more}"
+
+
+@dataclass(slots=True)
+class _Tally:
+    """How many, and the first few: all a summary warning shows, whatever the item count."""
+
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, values: Iterable[str]) -> None:
+        for v in values:
+            self.count += 1
+            if len(self.examples) < _EXAMPLES:
+                self.examples.append(v)
+
+
+def _scan(names: Iterable[str], root: str) -> tuple[list[str], bool]:
+    """The names under ``ImageSets/`` (a handful of lists) and whether ``JPEGImages/`` has any."""
+    sets, images = f"{root}ImageSets/", f"{root}JPEGImages/"
+    found: list[str] = []
+    has_images = False
+    for n in names:
+        if n.startswith(sets):
+            found.append(n)
+        elif n.startswith(images):
+            has_images = True
+    return found, has_images
+
+
+def _split_lines(text: str) -> Iterator[str]:
+    """``text.split("\\n")`` one piece at a time (no list of them all); nothing for ''."""
+    start = 0
+    while text:
+        end = text.find("\n", start)
+        if end < 0:
+            yield text[start:]
+            return
+        yield text[start:end]
+        start = end + 1
+
+
+class _Items:
+    """The items in list order, compactly: per subset its ids as one string, and per item
+    where its two mask PNGs are.
+
+    A list of ``(id, subset)`` tuples costs ~130 bytes an item; this costs the id, a newline
+    and 16 bytes. (Ids never hold a newline: they are lines of a list file or zip names,
+    which refuse control characters.) The PNGs are looked up here, where knowing which items
+    have masks needs the lookup anyway, so reading an item does not look them up again.
+    """
+
+    def __init__(self) -> None:
+        self._subsets: list[tuple[str, str]] = []
+        self._where = (array("q"), array("q"))  # class PNG, object PNG; -1: none
+
+    def add(self, subset: str, ids: list[str],
+            members: Iterable[tuple[int | None, int | None]]) -> None:
+        self._subsets.append((subset, "\n".join(ids)))
+        cls, obj = self._where
+        for c, o in members:
+            cls.append(-1 if c is None else c)
+            obj.append(-1 if o is None else o)
+
+    def __len__(self) -> int:
+        return len(self._where[0])
+
+    def __iter__(self) -> Iterator[ArchiveItem]:
+        cls, obj = self._where
+        i = 0
+        for subset, ids in self._subsets:
+            for item_id in _split_lines(ids):
+                yield ArchiveItem(item_id, subset, None if cls[i] < 0 else cls[i],
+                                  None if obj[i] < 0 else obj[i])
+                i += 1
+
+
+#: The items' notes, summed up at the end in this order.
+_NOTES = {
+    "mixed": "instance(s) cover several classes and took the majority class (CVAT takes the "
+             "largest class index)",
+    "dropped": "instance(s) lie only on background or void pixels and were dropped (CVAT "
+               "imports them as 'background')",
+    "class_only": "item(s) have no SegmentationObject PNG: one mask per class present (no "
+                  "instances, no background mask)",
+}
 
 
 class MaskArchive:
     """An open mask zip: its labels, and its items in list order, read one at a time.
 
     ``load_mask_zip`` reads every item with it; the import job hands the PNG pairs it reads
-    to :func:`load_png_pair` in helper processes.
+    to :func:`load_png_pair` in helper processes. What stays in memory grows by ~50 bytes an
+    item: its id and where its PNGs are (:class:`_Items`), and 16 bytes per zip entry
+    (:class:`SafeZip` reads the directory from the file); the items' warnings are kept as
+    counts and the first few examples.
     """
 
     def __init__(self, path: str | Path | BinaryIO,
                  labelmap: list[LabelmapEntry] | None = None) -> None:
         self.warnings: list[str] = []
-        self._notes: dict[str, list[str]] = {"mixed": [], "dropped": [], "class_only": []}
+        self._notes = {key: _Tally() for key in _NOTES}
         self._zf = SafeZip(path)
         try:
             self._open(path, labelmap)
@@ -426,13 +443,17 @@ class MaskArchive:
 
     def _open(self, path: str | Path | BinaryIO, labelmap: list[LabelmapEntry] | None) -> None:
         zf, warnings = self._zf, self.warnings
-        names = [n for n in zf.names if _visible(n)]
+
+        def names() -> Iterator[str]:
+            return (n for n in zf.iter_names() if _visible(n))
+
         root = _dataset_root(names)
-        self.spec = _labels(zf, names, root, labelmap, warnings)
-        lists = _list_files(names, root, "Segmentation", skip_underscore=False)
+        self.spec = archive_labels(zf, root, labelmap, warnings)
+        image_sets, has_images = _scan(names(), root)
+        lists = _list_files(image_sets, root, "Segmentation", skip_underscore=False)
         if not lists:
             for task in _FALLBACK_TASKS:
-                found = _list_files(names, root, task, skip_underscore=(task == "Main"))
+                found = _list_files(image_sets, root, task, skip_underscore=(task == "Main"))
                 if found:
                     warnings.append(f"no ImageSets/Segmentation/*.txt: subsets taken from "
                                     f"ImageSets/{task}/ ({', '.join(sorted(found))})")
@@ -442,40 +463,47 @@ class MaskArchive:
         if underscored:
             warnings.append(f"subset list(s) {underscored} read; CVAT skips list files whose name "
                             "contains '_'")
-        self._lay = lay = _Layout(
-            _members_under(names, f"{root}SegmentationClass/", ".png"),
-            _members_under(names, f"{root}SegmentationObject/", ".png"),
-            _images(names, f"{root}JPEGImages/"),
-            root,
-        )
+        self._lay = _Layout(root, has_images)
         subsets: dict[str, list[str]] = {s: _read_list(zf, m) for s, m in sorted(lists.items())}
         listed = {i for ids in subsets.values() for i in ids}
-        unlisted = sorted((set(lay.cls) | set(lay.obj)) - listed)
+        unlisted = sorted({i for i in _mask_ids(names(), root) if i not in listed})
+        del listed
         if not lists and not unlisted:
             raise InputError(
                 "not a Segmentation mask dataset: no ImageSets/Segmentation/*.txt list and no "
                 "SegmentationClass/ or SegmentationObject/ PNGs",
-                (str(path) if isinstance(path, (str, Path)) else "zip")
-                + (f" (dataset folder {root!r})" if root else ""),
+                f"dataset folder {root!r}" if root else None,  # the caller names the file
             )
         if unlisted:
             subsets.setdefault("default", []).extend(unlisted)
             warnings.append(_summary(
                 f"{len(unlisted)} mask PNG(s) listed in no ImageSets/Segmentation/*.txt were "
-                "imported into subset 'default'", unlisted))
-        self.entries: list[tuple[str, str]] = [
-            (item_id, subset) for subset, ids in subsets.items() for item_id in ids]
+                "imported into subset 'default'", len(unlisted), unlisted))
+        self._items = _Items()
+        for subset, ids in subsets.items():
+            self._items.add(subset, ids, (self._members(i) for i in ids))
 
-    def has_masks(self, item_id: str) -> bool:
-        return item_id in self._lay.cls or item_id in self._lay.obj
+    def _members(self, item_id: str) -> tuple[int | None, int | None]:
+        zf, lay = self._zf, self._lay
+        return _locate(zf, lay.class_png(item_id)), _locate(zf, lay.object_png(item_id))
 
-    def read(self, item_id: str, subset: str) -> Item | PngPair:
+    def items(self) -> Iterator[ArchiveItem]:
+        """The items in list order."""
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def read(self, entry: ArchiveItem) -> Item | PngPair:
         """An item without masks (complete), or its PNG pair for :func:`load_png_pair`."""
-        return _read_item(self._zf, item_id, subset, self._lay)
+        return _read_item(self._zf, entry, self._lay)
 
-    def head_of(self, item_id: str, n: int) -> bytes:
+    def head_of(self, entry: ArchiveItem, n: int) -> bytes:
         """The first ``n`` bytes of an item's class PNG (or object PNG): sizes before decoding."""
-        name = self._lay.cls.get(item_id) or self._lay.obj[item_id]
+        if not entry.has_masks:
+            return b""
+        name = (self._lay.class_png(entry.id) if entry.class_png is not None
+                else self._lay.object_png(entry.id))
         try:
             return self._zf.read_head(name, n)
         except InputError:
@@ -488,26 +516,18 @@ class MaskArchive:
 
     def note_parts(self, item_id: str, mixed: list[str], dropped: list[str],
                    class_only: bool) -> None:
-        self._notes["mixed"] += mixed
-        self._notes["dropped"] += dropped
+        self._notes["mixed"].add(mixed)
+        self._notes["dropped"].add(dropped)
         if class_only:
-            self._notes["class_only"].append(item_id)
+            self._notes["class_only"].add((item_id,))
 
     def all_warnings(self) -> list[str]:
         """The archive's warnings and the summaries of the items' notes (call at the end)."""
-        notes, warnings = self._notes, list(self.warnings)
-        if notes["mixed"]:
-            warnings.append(_summary(
-                f"{len(notes['mixed'])} instance(s) cover several classes and took the majority "
-                "class (CVAT takes the largest class index)", notes["mixed"]))
-        if notes["dropped"]:
-            warnings.append(_summary(
-                f"{len(notes['dropped'])} instance(s) lie only on background or void pixels and "
-                "were dropped (CVAT imports them as 'background')", notes["dropped"]))
-        if notes["class_only"]:
-            warnings.append(_summary(
-                f"{len(notes['class_only'])} item(s) have no SegmentationObject PNG: one mask per "
-                "class present (no instances, no background mask)", notes["class_only"]))
+        warnings = list(self.warnings)
+        for key, what in _NOTES.items():
+            tally = self._notes[key]
+            if tally.count:
+                warnings.append(_summary(f"{tally.count} {what}", tally.count, tally.examples))
         return warnings
 
     def close(self) -> None:
@@ -526,8 +546,8 @@ def load_mask_zip(
     """Read a Segmentation mask zip (CVAT's "Segmentation mask 1.1" / VOC segmentation)."""
     with MaskArchive(path, labelmap) as archive:
         items = []
-        for item_id, subset in archive.entries:
-            got = archive.read(item_id, subset)
+        for entry in archive.items():
+            got = archive.read(entry)
             if isinstance(got, PngPair):
                 got = archive.note(load_png_pair(archive.spec, got))
             items.append(got)

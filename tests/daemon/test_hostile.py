@@ -88,8 +88,16 @@ def _symlink_member() -> zipfile.ZipInfo:
     return info
 
 
-def _many_entries(n: int) -> bytes:
-    return make_zip([(f"{i:05d}", b"") for i in range(n)])
+def _claims_entries(n: int) -> bytes:
+    """A one-entry zip whose zip64 end record claims ``n`` entries (refused before reading)."""
+    data = make_zip([("SegmentationClass/a.png", b"")])
+    end_at = data.rfind(b"PK\x05\x06")
+    size, offset = struct.unpack("<LL", data[end_at + 12:end_at + 20])
+    body = data[:end_at]
+    end64 = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, size, offset)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, len(body), 1)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return body + end64 + locator + end
 
 
 def _declared_bomb() -> bytes:
@@ -167,7 +175,7 @@ def hostile_files(max_input_bytes: int) -> dict[str, tuple[bytes, list[str]]]:
         "ratio_bomb.zip": (make_zip([("SegmentationClass/a.png", bytes(8 << 20))],
                                 zipfile.ZIP_DEFLATED), ["compression ratio", "over the limit"]),
         "size_bomb.zip": (_declared_bomb(), ["expands to more than"]),
-        "entries.zip": (_many_entries(60_000), ["60000 entries", "limit"]),
+        "entries.zip": (_claims_entries(600_000), ["600000 entries", "limit"]),
         "overlap.zip": (_overlapping(), ["overlaps"]),
         "truncated.zip": (_truncated(), ["truncated"]),
         "huge_png.zip": (_mask_zip(_png_claiming(100_000, 100_000)),

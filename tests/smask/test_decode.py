@@ -251,3 +251,20 @@ def test_image_sizes_and_file_names_from_jpegimages() -> None:
                                   "JPEGImages/sub/a.JPG": jpg}))
     item = ds.items[0]
     assert (item.height, item.width, item.image_path) == (7, 11, "JPEGImages/sub/a.JPG")
+
+
+def test_members_match_the_id_exactly_and_images_any_extension_case() -> None:
+    """Members are looked up by name: a case-folded match is another item's PNG; of an item's
+    images (extension in any case), the first in name order is its image."""
+    c, o = pair(np.array([[1]]), np.array([[1]]))
+    jpg = cv2.imencode(".jpg", np.zeros((3, 4, 3), np.uint8))[1].tobytes()
+    big = cv2.imencode(".png", np.zeros((5, 6, 3), np.uint8))[1].tobytes()
+    ds = load_mask_zip(zip_bytes({
+        "labelmap.txt": LABELMAP, "ImageSets/Segmentation/d.txt": "a\nA\nb\nB\n._c\n",
+        "SegmentationClass/A.png": c, "SegmentationObject/A.png": o,
+        "JPEGImages/b.jpg": jpg, "JPEGImages/b.PNG": big, "JPEGImages/B.tiff": b"x",
+        "JPEGImages/._c.jpg": jpg,
+    }))
+    got = [(i.id, len(i.annotations), i.image_path, i.height) for i in ds.items]
+    assert got == [("a", 0, None, None), ("A", 1, None, 1), ("b", 0, "JPEGImages/b.PNG", 5),
+                   ("B", 0, "JPEGImages/B.tiff", None), ("._c", 0, None, None)]
