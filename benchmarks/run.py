@@ -4,7 +4,7 @@ Run by hand, from the repository root, with the project venv (it needs numpy and
 
     .venv/bin/python benchmarks/run.py              # 200×640×480×10 and 50×1920×1080×30
     .venv/bin/python benchmarks/run.py --quick      # smoke run, small N
-    .venv/bin/python benchmarks/run.py --scaling    # smaskd export at 200 vs 2000 images
+    .venv/bin/python benchmarks/run.py --scaling    # export and import at 200 vs 2000 images
 
 Every tool runs as its own process; the runner measures the whole process:
 - wall: ``time.perf_counter`` around ``Popen`` … ``wait4`` (interpreter start-up included);
