@@ -3,8 +3,10 @@
 An export touches each item twice (plan, render) and never needs two at once. So the file
 is scanned once in chunks (:mod:`smaskd.annotations.jsonscan`), every element of its big
 lists is parsed and checked once, in file order, exactly as the whole-file reader would
-(same errors, same warnings), and what stays is a few offsets per item. Each later access
-reads the item's bytes back and parses them again: parsing one item costs less than
+(same errors, same warnings), and what stays is a few offsets per item. A Datumaro file is
+checked by the first iteration over its items (the export's plan); COCO's annotations must
+all be seen before an item is whole, so COCO is checked while it is read. Each later
+access reads the item's bytes back and parses them again: parsing one item costs less than
 keeping all of them, and ``Dataset.items`` stays a random-access sequence.
 
 A file changed while the export runs is an ``InputError`` (each element's CRC-32 is
@@ -27,9 +29,6 @@ from typing import Any, overload
 
 import numpy as np
 
-from smaskd.annotations.datumaro import datumaro_item, datumaro_items
-from smaskd.annotations.detect import read_annotation_doc
-from smaskd.annotations.jsonload import DEFAULT_MAX_DEPTH, At, refuse_constant
 from smaskd.annotations.coco import (
     append_coco_annotation,
     coco_annotation_image,
@@ -38,6 +37,9 @@ from smaskd.annotations.coco import (
     coco_labels,
     subset_from_coco_name,
 )
+from smaskd.annotations.datumaro import datumaro_item, datumaro_items
+from smaskd.annotations.detect import read_annotation_doc
+from smaskd.annotations.jsonload import DEFAULT_MAX_DEPTH, At, refuse_constant
 from smaskd.annotations.jsonscan import (
     ListSpans,
     ScannedDocument,
@@ -241,11 +243,12 @@ def _read_coco(file: _OpenFile, scanned: ScannedDocument, header: Dataset, head:
         index_of[image_id] = i
         frame.append((item.id, item.height, item.width))
 
-    anns = scanned.lists.get("annotations") or ListSpans(0, 0, *(np.zeros(0, np.int64),) * 2)
-    ann_crcs = np.zeros(len(anns.starts), dtype=np.uint32)
-    ann_image = np.zeros(len(anns.starts), dtype=np.int32)
+    anns = scanned.lists.get("annotations")  # absent: images without annotations
+    count = 0 if anns is None else len(anns.starts)
+    ann_crcs = np.zeros(count, dtype=np.uint32)
+    ann_image = np.zeros(count, dtype=np.int32)
     anns_at = root.key("annotations")
-    for k, ann in enumerate(_checked_elements(file, anns, ann_crcs)):
+    for k, ann in enumerate(_checked_elements(file, anns, ann_crcs) if anns else ()):
         at = anns_at.index(k)
         ann, i = coco_annotation_image(ann, at, index_of)
         item_id, height, width = frame[i]
@@ -260,6 +263,7 @@ def _read_coco(file: _OpenFile, scanned: ScannedDocument, header: Dataset, head:
         _, item = coco_image(file.element(images, image_crcs, i), root.key("images").index(i),
                              subset)
         for k in order[bounds[i]:bounds[i + 1]].tolist():
+            assert anns is not None  # an annotation of image i exists
             ann = file.element(anns, ann_crcs, k)  # a dict: checked in the first pass
             append_coco_annotation(item, ann, label_of, anns_at.index(k))
         return item
