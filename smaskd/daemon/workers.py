@@ -175,8 +175,7 @@ def _inject(spec: JobSpec, limit: int | None) -> bool:
             ctypes.string_at(0)
         elif directive[0] == "worker_hog":
             # calloc'ed pages are not touched: without a limit this costs no real memory
-            blob = bytes(2 * limit if limit else 64 * 1024**3)
-            del blob
+            bytes(2 * limit if limit else 64 * 1024**3)  # made and dropped: MemoryError or not
         elif directive[0] == "worker_sleep":
             time.sleep(float(arg) if arg else 3600)
         elif directive[0] == "fake_convert":
