@@ -185,7 +185,7 @@ class Jobs:
     def _start(self, job: Job) -> None:
         assert job.rule is not None and job.action is not None
         if job.stale:
-            self._cleanup_staging(job)
+            self._cleanup_staging(job, worker_temps=True)
             job.stale = False
         job.attempts += 1
         job.started_at = time.monotonic()
@@ -222,8 +222,8 @@ class Jobs:
         elif out.status == "error":
             if not self._park(job, out.error, "run"):
                 self.fail(job, out.error or {})
-        else:
-            self._cleanup_staging(job)
+        else:  # the worker was killed, crashed or timed out: its temp file may be left
+            self._cleanup_staging(job, worker_temps=True)
             if retry and job.attempts <= MAX_RETRIES:
                 job.log.warning("job.retry", reason=out.reason, attempt=job.attempts)
                 self.journal.update(job.job_id, state="claimed", error=out.reason)
@@ -240,13 +240,28 @@ class Jobs:
                         error["signal"] = signal.Signals(-out.exitcode).name
                 self.fail(job, error)
 
-    def _cleanup_staging(self, job: Job) -> None:
-        """Remove this job's staging and worker temp files (``[.].smaskd-<job-id>*``)."""
-        folders = {job.inbox.failed_dir} | ({job.rule.outbox} if job.rule else set())
-        for entry, job_id in outbox.staging_files(folders):
-            if job_id == job.job_id:
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+    def _cleanup_staging(self, job: Job, worker_temps: bool = False) -> None:
+        """Remove this job's staging files, and with ``worker_temps`` the worker's temp file.
+
+        Staging names are known (``.smaskd-<job id><suffix>``), so they are unlinked by name:
+        listing the outbox for them cost a scan of the whole outbox per failed job. The
+        worker's temp file (``..smaskd-<job id>…``, a random name) needs the listing, but only
+        when the worker did not end on its own (killed, crashed, timed out) or the job
+        survived a restart; otherwise the worker's atomic writer removed it.
+        """
+        known = [(job.inbox.failed_dir, LOG_SUFFIX), (job.inbox.failed_dir, ".error.json")]
+        if job.rule:
+            known.append((job.rule.outbox, LOG_SUFFIX))
+            if job.action:
+                known.append((job.rule.outbox, output_suffix(job.action)))
+        for folder, suffix in known:
+            with contextlib.suppress(OSError):
+                os.unlink(outbox.staging_path(folder, job.job_id, suffix))
+        if worker_temps and job.rule:
+            for entry, job_id in outbox.staging_files([job.rule.outbox]):
+                if job_id == job.job_id:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
     # ------------------------------------------------------------ publish / fail
 
@@ -423,7 +438,7 @@ class Jobs:
     def _lost(self, job: Job, why: str) -> None:
         """The claim left this host under our feet: drop our work, report nothing."""
         job.log.error("claim.lost", reason=why, action="our outputs discarded")
-        self._cleanup_staging(job)
+        self._cleanup_staging(job, worker_temps=True)
         JOB_LOGS.close(job.job_id)
         self.journal.update(job.job_id, state="lost", error=why)
 

@@ -67,3 +67,28 @@ def test_worker_memory_zero_means_unlimited(tmp_path: Path, daemon_factory) -> N
     limit = next(e for e in log if e["event"] == "worker.start")["rlimit_as"]
     inherited = resource.getrlimit(resource.RLIMIT_AS)[0]
     assert limit == (None if inherited == resource.RLIM_INFINITY else inherited)
+
+
+def test_a_worker_killed_mid_write_leaves_no_temp_file(tmp_path: Path, daemon_factory) -> None:
+    """Its temp output has a random name: the daemon lists the outbox for it, and only then."""
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    drop(inbox, "slow.json", coco_bytes("slow"))
+    d = daemon_factory(base_config(tmp_path, workers=1),
+                       env={"SMASKD_FAULT": "slow_write:slow:60"}).start()
+    for attempt in (1, 2, 3):
+        started = d.wait_for(
+            lambda: [e for e in d.events("job.started") if e["attempt"] == attempt], 60,
+            f"attempt {attempt}")
+
+        def partial() -> list[str]:
+            return [n for n in os.listdir(outbox) if n.startswith("..smaskd-")
+                    and n.endswith(".tmp") and (outbox / n).stat().st_size > 0]
+
+        temps = d.wait_for(partial, 60, f"attempt {attempt} writing its output")
+        os.kill(started[0]["pid"], signal.SIGKILL)
+        d.wait_for(lambda: not any((outbox / n).exists() for n in temps), 60,
+                   f"attempt {attempt}'s temp file removed")
+    d.wait_for(lambda: d.events("job.failed"), 60, "slow.json failed")
+    assert d.stop() == 0
+    assert_settled(tmp_path, set(), {"slow.json"})
+    assert sorted(os.listdir(outbox)) == ["slow.log.jsonl"]
