@@ -12,9 +12,11 @@ keeping all of them, and ``Dataset.items`` stays a random-access sequence.
 A file changed while the export runs is an ``InputError`` (each element's CRC-32 is
 compared on every read), never a mix of two versions in one archive.
 
-Whenever the scan or the first pass meets anything it does not expect, the caller reads
-the file whole instead (:func:`~smaskd.annotations.detect.read_annotation_file`), which
-reports the problem in its usual words.
+Whenever the scan or the first pass meets anything it does not expect, the whole-file
+reader (:func:`~smaskd.annotations.detect.read_annotation_file`) reads the file instead and
+reports the problem in its usual words. One difference remains: a Datumaro file's items are
+checked one at a time, so an error in an early item is reported before a syntax error in a
+later one (the whole-file reader parses everything first); either way the file is refused.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from smaskd.model import Dataset, Item
 __all__ = ["Fallback", "RebuiltItems", "read_streamed"]
 
 _LIST_KEYS = ("items", "images", "annotations")  # Datumaro's, COCO's two
+_USED_LISTS = {"datumaro": ("items",), "coco": ("images", "annotations")}  # the first required
 
 
 class Fallback(Exception):
@@ -121,6 +124,9 @@ class RebuiltItems(Sequence[Item]):
                     return
                 except BaseException as e:
                     self._failed = e
+                    close = getattr(self._keeps, "close", None)
+                    if close is not None:  # unusable now; the error's traceback holds us
+                        close()
                     raise
                 try:
                     yield item
@@ -158,11 +164,16 @@ def read_streamed(path: Path, fmt: str, name: str | PurePath, source: str, max_b
         if any(head.get(key) != [] for key in scanned.lists):
             raise Fallback
         header = read_annotation_doc(head, fmt, name)  # labels, and every check of the rest
-        if header.source_format == "datumaro" and "items" in scanned.lists:
+        used = _USED_LISTS.get(header.source_format, ())
+        if not used or used[0] not in scanned.lists:
+            raise Fallback
+        for key, spans in scanned.lists.items():
+            if key not in used:  # emptied from the head but read by nobody: still must parse
+                for _ in _checked_elements(file, spans, np.zeros(len(spans.starts), np.uint32)):
+                    pass
+        if header.source_format == "datumaro":
             return _read_datumaro(file, scanned, header, name, source, whole)
-        if header.source_format == "coco" and "images" in scanned.lists:
-            return _read_coco(file, scanned, header, head, source)
-        raise Fallback
+        return _read_coco(file, scanned, header, head, source)
     except BaseException:
         file.close()
         raise

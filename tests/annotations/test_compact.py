@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,10 @@ def _write(tmp_path: Path, text: str | bytes, name: str = "in.json") -> Path:
     json.dumps(DOC).replace('"id": "b"', '"id": "b\\"items\\""'),
     json.dumps({**DOC, "items": DOC["items"]}) .replace('"items": [', '"items" : [ ', 1),
     '{"items": ' + json.dumps(DOC["items"]) + ', "\\u0069tems": [], "categories": {}}',
+    json.dumps({**DOC, "annotations": [{"a": 1}]})[:-1] + ', "x": NaN}',
+    json.dumps({**DOC, "annotations": [{"a": 1}]}).replace('{"a": 1}', '{"a": 1 "b"}'),
+    json.dumps({**DOC, "annotations": [{"a": 1}]}),  # a list nobody reads, well formed
+    _coco(items=[{"a": 1}]).replace('{"a": 1}', '{"a": NaN}'),
     _coco(),
     json.dumps(COCO, indent=1),
     _coco(annotations=[]),
@@ -293,3 +298,19 @@ def test_a_syntax_error_found_on_the_first_pass_is_the_whole_file_readers(tmp_pa
     with pytest.raises(InputError) as streamed:
         list(dataset.items)
     assert str(streamed.value) == str(whole.value)
+
+
+def test_a_failed_first_pass_closes_the_file(tmp_path):
+    import gc
+    bad = {**DOC, "items": [{"id": "c", "annotations": [
+        {"id": 1, "type": "bbox", "label_id": 9, "bbox": [0, 0, 1, 1]}]}]}
+    path = _write(tmp_path, json.dumps(bad))
+    before = len(os.listdir("/proc/self/fd"))
+    gc.disable()
+    try:
+        for _ in range(20):
+            with pytest.raises(InputError):
+                list(read_annotations_compact(path).items)
+        assert len(os.listdir("/proc/self/fd")) <= before + 1
+    finally:
+        gc.enable()
