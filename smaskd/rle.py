@@ -12,6 +12,7 @@ from pycocotools import mask as _coco
 from smaskd.errors import InputError
 
 __all__ = [
+    "counts_array",
     "counts_from_string",
     "counts_total_from_string",
     "decode_rle",
@@ -88,6 +89,15 @@ def counts_from_string(text: str) -> list[int]:
     """
     runs = _runs_array(text)
     return _counts_from_string_exact(text) if runs is None else runs.tolist()
+
+
+def counts_array(text: str) -> np.ndarray:
+    """The runs of a compressed counts string as int64, for painting them.
+
+    ``ValueError`` as ``counts_from_string``; ``OverflowError`` for a run beyond int64.
+    """
+    runs = _runs_array(text)
+    return np.array(_counts_from_string_exact(text), dtype=np.int64) if runs is None else runs
 
 
 def counts_total_from_string(text: str) -> tuple[int, bool]:

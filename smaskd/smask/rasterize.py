@@ -26,6 +26,7 @@ from pycocotools import mask as _coco
 
 from smaskd.errors import InputError
 from smaskd.model import BitmapMask, Box, Ellipse, Polygon, RleMask, Shape
+from smaskd.rle import counts_array
 
 __all__ = [
     "MAX_COORDINATE",
@@ -104,35 +105,6 @@ def rotated_box_polygon(box: Box, where: str) -> list[float]:
     return round_points(out, where)  # dm.Polygon rounds again
 
 
-def _string_counts(data: bytes) -> np.ndarray:
-    """Decode pycocotools' compressed counts string (``rleFrString``), vectorised.
-
-    Each count is little-endian 5-bit groups offset by 48, bit 0x20 = "more groups", the
-    last group's 0x10 = sign; counts from the fourth on are deltas to the count two back.
-    """
-    c = np.frombuffer(data, dtype=np.uint8).astype(np.int64) - 48
-    if c.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if c.min() < 0 or c.max() > 63 or c[-1] & 0x20:
-        raise ValueError("malformed compressed RLE string")
-    last = (c & 0x20) == 0  # a count ends at every group without the continuation bit
-    group = np.concatenate(([0], np.cumsum(last)[:-1]))
-    first = np.concatenate(([0], np.flatnonzero(last)[:-1] + 1))
-    k = np.arange(c.size) - first[group]  # position of each group within its count
-    if k.max() > 12:
-        raise ValueError("malformed compressed RLE string (count too long)")
-    x = np.zeros(int(group[-1]) + 1, dtype=np.int64)
-    np.add.at(x, group, (c & 0x1F) << (5 * k))
-    ends = np.flatnonzero(last)
-    neg = (c[ends] & 0x10) != 0
-    x[neg] -= np.left_shift(1, 5 * (k[ends][neg] + 1))
-    counts = x.copy()
-    if counts.size > 2:  # counts[m] += counts[m-2] for m > 2: two interleaved cumsums
-        counts[2::2] = np.cumsum(x[2::2])
-        counts[3::2] = np.cumsum(x[3::2]) + x[1]
-    return counts
-
-
 def runs_region(counts: np.ndarray, height: int, width: int) -> Region:
     """Paint a column-major run-length list into a crop of its own bounding box.
 
@@ -167,7 +139,7 @@ def runs_region(counts: np.ndarray, height: int, width: int) -> Region:
 
 def _coco_region(rle: dict, height: int, width: int) -> Region:
     """A pycocotools RLE (compressed counts) as a crop, without a full-frame decode."""
-    return runs_region(_string_counts(rle["counts"]), height, width)
+    return runs_region(counts_array(rle["counts"].decode("ascii")), height, width)
 
 
 def polygon_region(points: list[float], height: int, width: int) -> Region:
@@ -213,7 +185,7 @@ def rle_region(m: RleMask, height: int, width: int, where: str) -> Region:
         )
     try:
         if isinstance(m.counts, str):
-            counts = _string_counts(m.counts.encode("ascii"))
+            counts = counts_array(m.counts)
         else:
             counts = np.asarray(m.counts, dtype=np.int64)
         return runs_region(counts, height, width)

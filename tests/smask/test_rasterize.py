@@ -10,11 +10,11 @@ import pytest
 from pycocotools import mask as coco
 
 from smaskd.errors import InputError
+from smaskd.rle import counts_array
 from smaskd.model import Annotation, BitmapMask, Box, Ellipse, Item, NonMask, Polygon, RleMask
 from smaskd.smask.compose import compose_item, merge_groups, Segment
 from smaskd.smask.rasterize import (
     Region,
-    _string_counts,
     box_polygon,
     rasterize,
     rotated_box_polygon,
@@ -146,7 +146,7 @@ def test_negative_deltas_in_string_counts():
     m[0:5, 0] = 1
     m[4, 4] = 1
     rle = coco.encode(np.asfortranarray(m))
-    assert _string_counts(rle["counts"]).tolist() == [0, 5, 23, 1, 7]
+    assert counts_array(rle["counts"].decode("ascii")).tolist() == [0, 5, 23, 1, 7]
 
 
 def test_bitmap_is_clipped_to_frame():
