@@ -31,7 +31,13 @@ from smaskd.annotations.labelme import read_labelme
 from smaskd.errors import InputError
 from smaskd.model import Dataset
 
-__all__ = ["FORMATS", "detect_format", "read_annotation_doc", "read_annotation_file"]
+__all__ = [
+    "FORMATS",
+    "datumaro_subset",
+    "detect_format",
+    "read_annotation_doc",
+    "read_annotation_file",
+]
 
 FORMATS = ("coco", "datumaro", "labelme")
 
@@ -125,6 +131,12 @@ def _refusal(kind: str, doc: Any) -> str:
     return _UNKNOWN
 
 
+def datumaro_subset(name: str | PurePath) -> str:
+    """Datumaro's layout ``annotations/<subset>.json`` names the subset; else ``default``."""
+    path = PurePath(name)
+    return path.stem if path.parent.name == "annotations" and path.stem else "default"
+
+
 def detect_format(doc: Any) -> str:
     """``coco`` | ``datumaro`` | ``labelme`` for a parsed document; ``InputError`` otherwise."""
     kind = _sniff(doc)
@@ -158,8 +170,7 @@ def read_annotation_doc(
     if fmt == "coco":
         return read_coco(doc, source, subset_from_coco_name(source))
     if fmt == "datumaro":
-        subset = path.stem if path.parent.name == "annotations" and path.stem else "default"
-        return read_datumaro(doc, source, subset)
+        return read_datumaro(doc, source, datumaro_subset(path))
     return read_labelme(doc, source, posixpath.splitext(source)[0] or "item")
 
 

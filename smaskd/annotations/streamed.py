@@ -40,7 +40,7 @@ from smaskd.annotations.coco import (
     subset_from_coco_name,
 )
 from smaskd.annotations.datumaro import datumaro_item, datumaro_items
-from smaskd.annotations.detect import read_annotation_doc
+from smaskd.annotations.detect import datumaro_subset, read_annotation_doc
 from smaskd.annotations.jsonload import DEFAULT_MAX_DEPTH, At, refuse_constant
 from smaskd.annotations.jsonscan import (
     ListSpans,
@@ -216,8 +216,7 @@ def _read_datumaro(file: _OpenFile, scanned: ScannedDocument, header: Dataset,
                    name: str | PurePath, source: str, whole: Callable[[], object]) -> Dataset:
     spans = scanned.lists["items"]
     crcs = np.zeros(len(spans.starts), dtype=np.uint32)
-    path = PurePath(name)
-    subset = path.stem if path.parent.name == "annotations" and path.stem else "default"
+    subset = datumaro_subset(name)
     n_labels = len(header.labels)
 
     def first_pass() -> Iterator[Item]:
