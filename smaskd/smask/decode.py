@@ -15,10 +15,12 @@ gray+alpha               the colour (g, g, g) (OpenCV expands it to BGRA; as CVA
                          gives the same); any other value is refused
 =======================  ================================================================
 
-Class masks return label indices, with ``VOID`` (-1) where the pixel is the VOC "void"
-value the labelmap does not declare (index 255 or colour (224, 224, 192)), or the label the
-caller marks as void: VOC/labelme use 255 as "ignore", and turning it into an error (as CVAT
-does for index PNGs) or into an instance (as CVAT does for colours) helps nobody.
+Class masks return label indices. The VOC "void" value (index 255 of a 1-channel PNG beyond
+the labelmap, or the colour (224, 224, 192) no label declares) is the ``ignored`` label when
+the label set has one (``void_label``): CVAT's VOC defaults declare ``ignored`` with that very
+colour, so its VOC border survives CVAT's round trip and must survive ours. Without such a
+label it is ``VOID`` (-1): CVAT refuses the archive (undeclared colour or index), but VOC and
+labelme use 255 as "ignore", so we drop those pixels and the caller warns.
 Object masks return instance ids (0 = none).
 
 An undeclared colour or index is an ``InputError`` naming the file, the value, how many
@@ -128,22 +130,22 @@ def decode_class_png(
     where: str,
     colors: Mapping[RGB, int],
     n_labels: int,
-    void_labels: frozenset[int] = frozenset(),
+    void_label: int | None = None,
 ) -> np.ndarray:
-    """SegmentationClass PNG → int32 label indices (``VOID`` for void pixels).
+    """SegmentationClass PNG → int32 label indices (``VOID`` for undeclared void pixels).
 
     ``colors`` is colour → label index with the last duplicate already winning (as CVAT);
-    ``n_labels`` bounds raw indices of 1-channel PNGs; ``void_labels`` are label indices to
-    read as void (the VOC-default ``ignored`` label).
+    ``n_labels`` bounds raw indices of 1-channel PNGs; ``void_label`` is the label undeclared
+    void pixels take (the label set's ``ignored``), None to read them as ``VOID``.
     """
-    runs = class_runs(data, where, colors, n_labels, void_labels)
+    runs = class_runs(data, where, colors, n_labels, void_label)
     if runs is not None:  # the common case: CVAT's/OpenCV's/our own 8-bit masks
         return runs.expand(runs.values)
     px, is_colour = _pixels(data, where)
     h, w = px.shape
     flat = px.reshape(-1)
     uniq = np.unique(flat)
-    lut = _class_table(uniq, is_colour, px.dtype == np.uint16, colors, n_labels, void_labels,
+    lut = _class_table(uniq, is_colour, px.dtype == np.uint16, colors, n_labels, void_label,
                        lambda key: _FlatPixels(flat, flat == key, w), where)
     return lut[_inverse(flat, uniq)].reshape(h, w)
 
@@ -164,13 +166,13 @@ def _unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def class_runs(data: bytes, where: str, colors: Mapping[RGB, int], n_labels: int,
-               void_labels: frozenset[int] = frozenset()) -> RowRuns | None:
+               void_label: int | None = None) -> RowRuns | None:
     """:func:`decode_class_png` as runs of label indices, or None when the PNG needs OpenCV."""
     runs = decode_runs(data, where)
     if runs is None:
         return None
     uniq, inverse = _unique_inverse(runs.values)
-    lut = _class_table(uniq, runs.colour, False, colors, n_labels, void_labels,
+    lut = _class_table(uniq, runs.colour, False, colors, n_labels, void_label,
                        lambda key: _RunPixels(runs, runs.values == key), where)
     return RowRuns(runs.height, runs.width, runs.starts, lut[inverse], False)
 
@@ -203,16 +205,17 @@ class _RunPixels(_FlatPixels):
 
 
 def _class_table(uniq: np.ndarray, is_colour: bool, sixteen: bool, colors: Mapping[RGB, int],
-                 n_labels: int, void_labels: frozenset[int], locate, where: str) -> np.ndarray:
+                 n_labels: int, void_label: int | None, locate, where: str) -> np.ndarray:
     """Label index (or ``VOID``) of every distinct value; the first undeclared one raises."""
     lut = np.empty(len(uniq), dtype=np.int32)
+    void = VOID if void_label is None else void_label
     for i, key in enumerate(uniq.tolist()):
         if is_colour:
             rgb = _rgb(key)
             idx = colors.get(rgb)
             if idx is None:
                 if rgb == VOID_COLOR:
-                    lut[i] = VOID
+                    lut[i] = void
                     continue
                 raise _undeclared("colour", rgb, locate(key), where,
                                   f"the labelmap declares {len(colors)} colour(s)")
@@ -220,14 +223,14 @@ def _class_table(uniq: np.ndarray, is_colour: bool, sixteen: bool, colors: Mappi
             idx = key
             if idx >= n_labels:
                 if idx == VOID_INDEX:
-                    lut[i] = VOID
+                    lut[i] = void
                     continue
                 bits = " (16-bit PNG: values are read as they are, not mod 256)" if sixteen else ""
                 raise _undeclared(
                     "label index", idx, locate(key), where,
                     f"the labelmap has {n_labels} labels (indices 0..{n_labels - 1}){bits}",
                 )
-        lut[i] = VOID if idx in void_labels else idx
+        lut[i] = idx
     return lut
 
 

@@ -58,6 +58,7 @@ class _ItemOutput:
     mixed: list[str]
     dropped: list[str]
     class_only: bool
+    void: list[str]
 
 
 @dataclass(slots=True)
@@ -87,7 +88,8 @@ def convert_item(ctx: ItemContext, pair: PngPair | _Unreadable) -> _ItemOutput:
     else:
         entries = dumps(datumaro_item(item, ctx.polygons, stats))
     item.annotations = []  # carried in ``entries``; the masks stay here
-    return _ItemOutput(item, entries, stats, loaded.mixed, loaded.dropped, loaded.class_only)
+    return _ItemOutput(item, entries, stats, loaded.mixed, loaded.dropped, loaded.class_only,
+                       loaded.void)
 
 
 def _add(total: WriteStats, part: WriteStats) -> None:
@@ -160,7 +162,7 @@ def import_masks(
                     continue
                 got = next(outputs)
                 _add(stats.write, got.stats)
-                archive.note_parts(got.item.id, got.mixed, got.dropped, got.class_only)
+                archive.note_parts(got.item.id, got.mixed, got.dropped, got.class_only, got.void)
                 yield got.item, got.entries
 
         try:

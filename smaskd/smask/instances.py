@@ -10,8 +10,10 @@ Where smaskd departs from CVAT, and why:
 * **Several classes under one instance** → the *majority* class among its non-background,
   non-void pixels (ties: the larger index, as CVAT), with a warning. CVAT takes the largest
   class index, however few pixels carry it.
-* **An instance only on background (or void) pixels** is dropped with a warning. CVAT makes it
-  a ``background`` annotation that a CVAT task then refuses to import.
+* **An instance only on background pixels** is dropped with a warning. CVAT makes it
+  a ``background`` annotation that a CVAT task then refuses to import. One on background and
+  *undeclared* void pixels only (no ``ignored`` label; CVAT refuses such archives) is dropped
+  too, and reported with the void.
 * **Class-only items** give one mask per class present, never one for the background (CVAT's
   issue #6269) nor for void.
 * **Object-only items** are an ``InputError`` (CVAT crashes with a ``TypeError``).
@@ -52,7 +54,8 @@ __all__ = [
 class InstanceResult:
     annotations: list[Annotation] = field(default_factory=list)
     mixed: list[str] = field(default_factory=list)  # "id 3: car 40 px, bus 2 px → car"
-    dropped: list[int] = field(default_factory=list)  # instance ids on background/void only
+    dropped: list[int] = field(default_factory=list)  # instance ids on background only
+    dropped_void: list[int] = field(default_factory=list)  # ... on background and void only
 
 
 def placeholder(instance_id: int, background: int) -> Annotation:
@@ -196,7 +199,8 @@ def _assemble(result: InstanceResult, obj: np.ndarray, ids: np.ndarray, boxes: t
     for k, inst_id in enumerate(ids.tolist()):
         classes = [(c, n) for c, n in hist[inst_id] if c >= 0 and c != background]
         if not classes:
-            result.dropped.append(inst_id)
+            void = any(c < 0 for c, _ in hist[inst_id])
+            (result.dropped_void if void else result.dropped).append(inst_id)
             continue
         best = max(classes, key=lambda cn: (cn[1], cn[0]))[0]
         if len(classes) > 1:

@@ -3,7 +3,8 @@
 Sources, the first present wins (step 3 of :mod:`smaskd.smask.load`): ``--labelmap`` (the
 caller's), ``dataset_meta.json`` (Datumaro: ``label_map`` or ``labels``, colours and parts),
 ``labelmap.txt``, labelme's ``class_names.txt`` (VOC colours by index), the Pascal VOC
-defaults (whose ``ignored`` label is void).
+defaults. Whatever the source, a label named ``ignored`` receives the VOC void value (as
+in CVAT's defaults, where ``ignored`` is coloured (224, 224, 192)).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from smaskd.smask.labelmap import (
     voc_default_labelmap,
 )
 
-__all__ = ["MAX_TEXT_BYTES", "LabelSpec", "archive_labels", "read_text", "resolve_background"]
+__all__ = ["MAX_TEXT_BYTES", "VOID_LABEL", "LabelSpec", "archive_labels", "read_text",
+           "resolve_background"]
 
 MAX_TEXT_BYTES = 16 << 20  # labelmap, lists, dataset_meta.json
 
@@ -35,7 +37,7 @@ class LabelSpec:
     colors: dict[RGB, int]  # colour → label index, last duplicate wins (as CVAT)
     n_indexed: int  # labelmap lines: the valid raw indices of 1-channel PNGs
     background: int | None
-    void: frozenset[int]
+    void: int | None  # the label VOC void pixels take (``ignored``); None: they are dropped
     source: str
 
 
@@ -50,14 +52,16 @@ def resolve_background(labels: Sequence[Label]) -> int | None:
     return None
 
 
-def _spec(entries: list[LabelmapEntry], source: str,
-          void_names: tuple[str, ...] = ()) -> LabelSpec:
+VOID_LABEL = "ignored"
+
+
+def _spec(entries: list[LabelmapEntry], source: str) -> LabelSpec:
     labels = categories_from_labelmap(entries)
     colors: dict[RGB, int] = {}
     for i, lab in enumerate(labels[: len(entries)]):
         if lab.color is not None:
             colors[lab.color] = i  # later labels overwrite: the last duplicate wins
-    void = frozenset(i for i, e in enumerate(entries) if e.name in void_names)
+    void = next((i for i, e in enumerate(entries) if e.name == VOID_LABEL), None)
     return LabelSpec(labels, colors, len(entries), resolve_background(labels), void, source)
 
 
@@ -143,4 +147,4 @@ def archive_labels(zf: SafeZip, root: str, user: list[LabelmapEntry] | None,
         warnings.append(f"no labelmap.txt: labels taken from labelme's {classes} "
                         f"({len(entries)} names, VOC colours by index)")
         return _spec(entries, classes)
-    return _spec(voc_default_labelmap(), "Pascal VOC defaults", void_names=("ignored",))
+    return _spec(voc_default_labelmap(), "Pascal VOC defaults")

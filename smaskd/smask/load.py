@@ -20,9 +20,11 @@ Where smaskd deliberately differs from CVAT (each gives a warning, never silence
 * mask PNGs listed in no subset file are imported into subset ``default`` (CVAT ignores them;
   labelme's VOC exports have no ``ImageSets`` at all); a zip with neither lists nor masks is
   an ``InputError``;
-* the VOC void value (index 255 / colour (224, 224, 192)) is void, not a label, unless the
-  labelmap declares it; with the VOC default labels (no labelmap) the ``ignored`` label is void
-  too, so the VOC border never becomes an ``ignored`` instance;
+* the VOC void value (index 255 / colour (224, 224, 192)) is the ``ignored`` label whenever
+  the label set has one, as CVAT reads it with its VOC defaults (its border instance, id 255,
+  stays an ``ignored`` instance); an index-255 PNG too, where CVAT fails. Without an
+  ``ignored`` label (a labelmap that does not declare it, where CVAT refuses the archive) void
+  pixels and instances lying only on them are dropped, with a warning;
 * a UTF-8 BOM at the start of a list file is dropped (CVAT folds it into the first id);
 * labelme's ``class_names.txt`` names the labels when there is no labelmap (VOC colours by
   index; CVAT would use the VOC defaults, which differ in spelling: ``potted plant``);
@@ -40,10 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
+import numpy as np
+
 from smaskd.errors import InputError
 from smaskd.model import Dataset, Item
 from smaskd.safezip import SafeZip
 from smaskd.smask.decode import (
+    VOID,
     class_runs,
     decode_class_png,
     decode_object_png,
@@ -251,6 +256,7 @@ class LoadedItem:
     mixed: list[str]
     dropped: list[str]
     class_only: bool
+    void: list[str] = field(default_factory=list)  # undeclared void: the item, what it lost
 
 
 def _read_member(zf: SafeZip, where: int) -> bytes | InputError:
@@ -297,14 +303,17 @@ def load_png_pair(spec: LabelSpec, pair: PngPair) -> LoadedItem:
         cls = decode_class_png(pair.cls_data, pair.cls_name, spec.colors, spec.n_indexed,
                                spec.void)
         shape = cls.shape
+        void = spec.void is None and bool(np.any(cls == VOID))
     else:
         shape = (cls_runs.height, cls_runs.width)
+        void = spec.void is None and bool(np.any(cls_runs.values == VOID))
     item.height, item.width = shape
+    void_note = [repr(item.id)] if void else []
     if pair.obj_name is None:
         if cls_runs is not None:
             cls = cls_runs.expand(cls_runs.values)
         item.annotations = class_masks(cls, spec.background)
-        return LoadedItem(item, [], [], True)
+        return LoadedItem(item, [], [], True, void_note)
     if isinstance(pair.obj_data, InputError):
         raise pair.obj_data
     obj_data, obj_name = pair.obj_data, pair.obj_name
@@ -325,8 +334,11 @@ def load_png_pair(spec: LabelSpec, pair: PngPair) -> LoadedItem:
         obj = decode_object_png(obj_data, obj_name)
         res = object_instances(obj, cls, spec.background, names)
     item.annotations = res.annotations
+    if res.dropped_void:
+        ids = ", ".join(map(str, res.dropped_void))
+        void_note = [f"{item.id!r} (instance(s) {ids} dropped)"]
     return LoadedItem(item, [f"{item.id!r} {m}" for m in res.mixed],
-                      [f"{item.id!r} instance {i}" for i in res.dropped], False)
+                      [f"{item.id!r} instance {i}" for i in res.dropped], False, void_note)
 
 
 def _summary(what: str, count: int, examples: list[str]) -> str:
@@ -413,8 +425,12 @@ class _Items:
 _NOTES = {
     "mixed": "instance(s) cover several classes and took the majority class (CVAT takes the "
              "largest class index)",
-    "dropped": "instance(s) lie only on background or void pixels and were dropped (CVAT "
-               "imports them as 'background')",
+    "dropped": "instance(s) lie only on background pixels and were dropped (CVAT imports "
+               "them as 'background')",
+    "void": "item(s) have VOC void pixels (index 255 / colour (224, 224, 192)) and the label "
+            "set has no 'ignored' label: those pixels, and instances lying only on them, were "
+            "dropped (CVAT refuses such an archive: undeclared label index or colour; declare "
+            "'ignored' in the labelmap to keep them)",
     "class_only": "item(s) have no SegmentationObject PNG: one mask per class present (no "
                   "instances, no background mask)",
 }
@@ -511,13 +527,15 @@ class MaskArchive:
 
     def note(self, loaded: LoadedItem) -> Item:
         """Record a decoded item's warnings; returns its ``Item``."""
-        self.note_parts(loaded.item.id, loaded.mixed, loaded.dropped, loaded.class_only)
+        self.note_parts(loaded.item.id, loaded.mixed, loaded.dropped, loaded.class_only,
+                        loaded.void)
         return loaded.item
 
     def note_parts(self, item_id: str, mixed: list[str], dropped: list[str],
-                   class_only: bool) -> None:
+                   class_only: bool, void: Iterable[str] = ()) -> None:
         self._notes["mixed"].add(mixed)
         self._notes["dropped"].add(dropped)
+        self._notes["void"].add(void)
         if class_only:
             self._notes["class_only"].add((item_id,))
 

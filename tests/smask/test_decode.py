@@ -67,8 +67,10 @@ def test_void_255_is_void_unless_declared() -> None:
     assert decode_class_png(rgb_png(rgb), "c", COLORS, 3).tolist() == [[VOID, 1]]
     declared = {**COLORS, (224, 224, 192): 2}
     assert decode_class_png(rgb_png(rgb), "c", declared, 3).tolist() == [[2, 1]]
-    assert decode_class_png(png(np.array([[2, 1]], np.uint8), 0), "c", COLORS, 3,
-                            frozenset({2})).tolist() == [[VOID, 1]]
+    # an 'ignored' label (void_label) takes undeclared void, by index and by colour
+    assert decode_class_png(png(idx, 0), "c", COLORS, 3, 2).tolist() == [[2, 1]]
+    assert decode_class_png(rgb_png(rgb), "c", COLORS, 3, 2).tolist() == [[2, 1]]
+    assert decode_class_png(png(idx, 0), "c", COLORS, 256, 2).tolist() == [[255, 1]]
 
 
 def test_rgb_lookup_and_undeclared_colour() -> None:
