@@ -27,7 +27,7 @@ from smaskd.atomicio import fsync_dir
 from smaskd.config import Config, Inbox, Rule
 from smaskd.convert import output_suffix, resolve_action
 from smaskd.daemon import claims as claims_mod
-from smaskd.daemon import outbox, recovery
+from smaskd.daemon import names, outbox, recovery
 from smaskd.daemon.backoff import Fault, Waiter, Waiting, classify
 from smaskd.daemon.faults import crash_point
 from smaskd.daemon.intake import Candidate, Intake
@@ -294,8 +294,18 @@ class Jobs:
             job.duplicate_of = self.journal.duplicate_of(job.job_id, job.sha256, rule.name)
             if job.duplicate_of:
                 job.log.info("job.duplicate", duplicate_of=job.duplicate_of)
-        stem = outbox.output_stem(job.name)
-        chosen = outbox.pick_names(box, stem, [suffix, LOG_SUFFIX], rule.on_conflict)
+        stem = names.published_stem(job.name)
+        if stem != outbox.output_stem(job.name):
+            job.log.info("output.name_mapped", input=job.name, stem=stem,
+                         reason="not a name Windows clients can open (README: Output names)")
+        on_conflict = rule.on_conflict
+        blocking = names.folder_in_the_way(box, stem, [suffix, LOG_SUFFIX]) \
+            if on_conflict == "replace" else None
+        if blocking is not None:  # never replaced, never parked: keep both (README)
+            job.log.warning("output.kept_both", path=str(blocking),
+                            reason="a folder has the output's name; replace never removes it")
+            on_conflict = "rename"
+        chosen = outbox.pick_names(box, stem, [suffix, LOG_SUFFIX], on_conflict)
         plan: list[list[str]] = []
         if chosen is None:  # on_conflict: skip
             os.unlink(staging)
@@ -324,7 +334,7 @@ class Jobs:
         plan.append([str(log_staging), str(log_final)])
         self._record_plan(job, "publishing", plan, "outbox")
         crash_point("before_publish", job.name)
-        self._publish_plan(plan, rule.on_conflict == "replace", job.name)
+        self._publish_plan(plan, on_conflict == "replace", job.name)
         crash_point("after_publish", job.name)
         self.journal.update(job.job_id, state="published")
         crash_point("after_journal", job.name)
@@ -359,7 +369,9 @@ class Jobs:
                 continue
             try:
                 outbox.publish(Path(staging), Path(final), replace=replace)
-            except FileExistsError:  # a writer took the name since we chose it: keep both
+            except (FileExistsError, IsADirectoryError):
+                # a writer took the name since we chose it, or made a folder there (which
+                # ``replace`` must not remove): keep both
                 base = Path(final).name
                 suffix = LOG_SUFFIX if base.endswith(LOG_SUFFIX) else Path(final).suffix
                 folder = Path(final).parent
@@ -472,7 +484,7 @@ class Jobs:
         plan: list[list[str]] = []
         try:
             box.mkdir(exist_ok=True)
-            stem = outbox.pick_names(box, outbox.output_stem(job.name), [LOG_SUFFIX], "rename")
+            stem = outbox.pick_names(box, names.published_stem(job.name), [LOG_SUFFIX], "rename")
             staging = outbox.staging_path(box, job.job_id, LOG_SUFFIX)
             outbox.write_staging(staging, data, self.config.file_mode)
             plan.append([str(staging), str(box / f"{stem}{LOG_SUFFIX}")])

@@ -1,0 +1,70 @@
+"""The name a result is published under: the input's stem, made safe for Windows clients.
+
+Why: outboxes are usually SMB shares read from Windows. A result called ``NUL.zip``,
+``COM1.zip``, ``a:b.zip``, ``star*q?.zip`` or ``x\\y.zip`` is a valid Linux name that a Windows
+client cannot open, copy or even delete (Explorer shows it, then fails). So the stem of every
+published name goes through :func:`windows_safe`, a small documented mapping (README, "Output
+names"):
+
+* each of ``< > : " / \\ | ? *`` and each control character (U+0000 to U+001F) becomes ``_``;
+* trailing dots and spaces become ``_`` (Windows strips them, so ``a.`` and ``a`` collide);
+* a reserved device name (``CON``, ``PRN``, ``AUX``, ``NUL``, ``COM0``-``COM9``, ``LPT0``-``LPT9``,
+  also with superscript digits, ``CONIN$``, ``CONOUT$``; any case, with or without an
+  extension: ``nul.tar`` is the device too) gets ``_`` appended to its first part:
+  ``NUL`` → ``NUL_``, ``com1.tar`` → ``com1_.tar``.
+
+Two inputs that map to one name (``a:b.json`` and ``a?b.json``) are a name conflict like any
+other, settled by the rule's ``on_conflict``. The job log keeps the original input name. Kept
+apart from ``outbox.py`` (how files are written) because this is only about *which* name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+
+from smaskd.daemon.outbox import output_stem
+
+__all__ = ["WINDOWS_RESERVED", "folder_in_the_way", "published_stem", "windows_safe"]
+
+_FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
+_TRAILING = re.compile(r"[. ]+$")
+_DIGITS = "0123456789\u00b9\u00b2\u00b3"
+#: Device names Windows reserves in every folder, compared case-insensitively.
+WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"{dev}{d}" for dev in ("COM", "LPT") for d in _DIGITS})
+
+
+def windows_safe(stem: str) -> str:
+    """``stem`` mapped so that ``stem + suffix`` opens on a Windows client (see the module)."""
+    safe = _FORBIDDEN.sub("_", stem)
+    safe = _TRAILING.sub(lambda m: "_" * len(m.group()), safe)
+    first, dot, rest = safe.partition(".")
+    if first.rstrip(" ").upper() in WINDOWS_RESERVED:
+        safe = f"{first}_{dot}{rest}"
+    return safe or "_"
+
+
+def published_stem(input_name: str) -> str:
+    """The stem results of ``input_name`` are published under (before ``on_conflict``)."""
+    return windows_safe(output_stem(input_name))
+
+
+def folder_in_the_way(folder: Path, stem: str, suffixes: list[str]) -> Path | None:
+    """The first of ``stem + suffix`` in ``folder`` that is a directory, or None.
+
+    ``on_conflict: replace`` renames a file over the old one; over a directory ``rename()``
+    fails (EISDIR), and a job retried on that forever is never done. A directory there is
+    somebody's data that smaskd will not delete, so the job keeps both instead (README).
+    """
+    for suffix in suffixes:
+        path = folder / f"{stem}{suffix}"
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                return path
+        except OSError:
+            continue
+    return None
