@@ -1,6 +1,7 @@
 """``smaskd ...``: the command line. ``main(argv) -> int`` never lets a traceback reach a user.
 
-Exit codes (sysexits): 0 ok, 65 bad input data, 74 I/O error, 78 bad config, 70 internal error.
+Exit codes (sysexits): 0 ok, 65 bad input data, 73 cannot create/write (permissions), 74 I/O
+error, 75 busy (another daemon), 78 bad config, 70 internal error.
 """
 
 from __future__ import annotations

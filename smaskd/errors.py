@@ -14,6 +14,7 @@ __all__ = [
     "DataLossError",
     "InputError",
     "InternalError",
+    "NotWritableError",
     "OutputError",
     "SmaskdError",
     "UnsafeArchiveError",
@@ -63,6 +64,11 @@ class OutputError(SmaskdError):
     """Writing the result failed (disk full, permissions)."""
 
 
+class NotWritableError(OutputError):
+    """A file or folder smaskd must create or write cannot be (permissions, a read-only
+    filesystem): the fix is the operator's (chown, chmod, remount), so it has its own code."""
+
+
 class ConfigError(SmaskdError):
     """The configuration is invalid; ``where`` is the key path (``rules[1].action``)."""
 
@@ -75,9 +81,11 @@ class InternalError(SmaskdError):
     """A bug in smaskd itself."""
 
 
-# sysexits.h: 65 EX_DATAERR, 74 EX_IOERR, 75 EX_TEMPFAIL, 78 EX_CONFIG, 70 EX_SOFTWARE
+# sysexits.h: 65 EX_DATAERR, 73 EX_CANTCREAT, 74 EX_IOERR, 75 EX_TEMPFAIL, 78 EX_CONFIG,
+# 70 EX_SOFTWARE
 EXIT_CODES: dict[type[SmaskdError], int] = {
     InputError: 65,
+    NotWritableError: 73,
     OutputError: 74,
     ConfigError: 78,
     BusyError: 75,

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from smaskd.config import Config, default_config, load_config
-from smaskd.errors import BusyError, ConfigError
+from smaskd.errors import BusyError, ConfigError, SmaskdError, exit_code_for
 
 __all__ = ["add_daemon_commands"]
 
@@ -36,9 +36,10 @@ def _run(args: argparse.Namespace) -> int:
     log = logsetup.get_logger("smaskd.daemon")
     try:
         return Service(config, log, once=args.once, host_override=args.host_id).run()
-    except (ConfigError, BusyError) as e:
-        log.error("daemon.config_error" if isinstance(e, ConfigError) else "daemon.busy",
-                  error=str(e))
+    except SmaskdError as e:  # the CLI prints it too; the log is what systemd's journal keeps
+        event = {ConfigError: "daemon.config_error", BusyError: "daemon.busy"}.get(
+            type(e), "daemon.start_failed")
+        log.error(event, error=str(e), exit_code=exit_code_for(e))
         raise
 
 

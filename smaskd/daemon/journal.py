@@ -16,7 +16,9 @@ States: claimed → running → publishing → published → done, and (from any
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -25,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from smaskd.daemon.mounts import fs_type, is_network_fs
-from smaskd.errors import ConfigError
+from smaskd.daemon.statedir import make_state_dir, not_writable
+from smaskd.errors import ConfigError, OutputError, SmaskdError
 
 __all__ = ["Journal", "Row", "STATES", "TERMINAL"]
 
@@ -87,7 +90,7 @@ class Journal:
 
     def __init__(self, state_dir: Path, create: bool = True) -> None:
         if create:
-            state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+            make_state_dir(state_dir)
         kind = fs_type(state_dir)
         if is_network_fs(kind):
             raise ConfigError(f"state_dir {state_dir} is on a network filesystem ({kind}); "
@@ -96,15 +99,29 @@ class Journal:
         if not create and not path.exists():
             raise FileNotFoundError(str(path))
         self.path = path
-        self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        if create:
-            self.db.executescript(_SCHEMA)
-            have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
-            for column, kind in _ADDED.items():
-                if column not in have:
-                    self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        try:
+            self._open(create)
+        except sqlite3.DatabaseError as e:
+            raise _translate(path, e) from None
+
+    def _open(self, create: bool) -> None:
+        if create and self.path.exists() and not os.access(self.path, os.W_OK):
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            if create:
+                self.db.executescript(_SCHEMA)
+                have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+                for column, kind in _ADDED.items():
+                    if column not in have:
+                        self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+            else:
+                self.db.execute("SELECT COUNT(*) FROM jobs").fetchone()
+        except BaseException:
+            self.db.close()
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -157,3 +174,19 @@ class Journal:
         for key in ("outputs", "detail"):
             data[key] = json.loads(data[key]) if data.get(key) else None
         return Row(**data)
+
+
+def _translate(path: Path, error: sqlite3.DatabaseError) -> SmaskdError:
+    """SQLite's words ("unable to open database file") → which file, and what to do."""
+    text = str(error)
+    if "readonly" in text or "unable to open" in text:
+        return not_writable(path, OSError(errno.EACCES, "read-only or not writable"),
+                            "the journal")
+    if isinstance(error, sqlite3.OperationalError) and "locked" in text:
+        return OutputError(f"the journal is locked by another process ({text}); is another "
+                           "smaskd or a sqlite3 shell holding it?", str(path))
+    return OutputError(
+        f"the journal is not a readable SQLite database ({text}): restore it from a backup, or "
+        f"move it aside (mv {path} {path}.broken) and start again: a new journal is created and "
+        "claims left in processing/ are run again or finished from their plan markers",
+        str(path))

@@ -26,6 +26,7 @@ from smaskd.daemon.intake import Intake
 from smaskd.daemon.jobs import Jobs
 from smaskd.daemon.journal import Journal
 from smaskd.daemon.notify import Notifier
+from smaskd.daemon.statedir import lock_state_dir
 from smaskd.daemon.statusfile import write_status
 from smaskd.daemon.watcher import Hints, Watcher, choose_observer
 from smaskd.daemon.workers import Supervisor
@@ -74,6 +75,7 @@ class Service:
         self.watcher: Watcher | None = None
         self.inboxes: dict[str, _InboxState] = {}
         self.locks: dict[str, int] = {}
+        self.state_lock: int | None = None
         self._stop = False
         self._reload = False
         self._last_status = 0.0
@@ -151,8 +153,10 @@ class Service:
 
     def run(self) -> int:
         os.umask(self.config.umask)
-        self._prepare_folders(self.config)
+        # first: a second daemon on this state_dir must not touch the folders or the journal
+        self.state_lock = lock_state_dir(self.config.state_dir)
         self.journal = Journal(self.config.state_dir)
+        self._prepare_folders(self.config)
         self.jobs = Jobs(self.config, self.journal, self.supervisor, self.log)
         self.leases.beat(self.config)  # before recovery: other hosts must see us alive
         self._signals()

@@ -90,11 +90,29 @@ class NotifySocket:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+NOBODY = 65534
+
+
+def as_nobody() -> list[str]:
+    """A command prefix that runs the rest as user ``nobody`` (uid/gid 65534, no groups).
+
+    It keeps only CAP_DAC_READ_SEARCH (read and list anything, write nothing more than
+    nobody may): this machine's interpreter lives under ``/root`` (mode 0700), which nobody
+    could not even execute otherwise. Every write check, the sticky bit included, applies to
+    the daemon exactly as to an unprivileged user. Tests that need it skip when not root.
+    """
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv(1) to run the daemon as another user")
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+            "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+
+
 class Daemon:
     """``python -m smaskd run`` as a subprocess, with its stdout parsed as JSON lines."""
 
     def __init__(self, tmp: Path, config: dict[str, Any] | None, args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, prefix: list[str] | None = None) -> None:
+        self.prefix = prefix or []
         self.tmp = tmp
         self.config_path = tmp / "smaskd.yaml"
         if config is not None:
@@ -107,7 +125,8 @@ class Daemon:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Daemon":
-        self.proc = subprocess.Popen([sys.executable, "-m", "smaskd", "run", *self.args],
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "smaskd", "run",
+                                      *self.args],
                                      cwd=self.tmp, env=self.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read, daemon=True).start()
@@ -170,8 +189,9 @@ class Daemon:
 def daemon_factory(tmp_path: Path):
     made: list[Daemon] = []
 
-    def make(config: dict[str, Any] | None, *args: str, env: dict[str, str] | None = None) -> Daemon:
-        d = Daemon(tmp_path, config, args, env)
+    def make(config: dict[str, Any] | None, *args: str, env: dict[str, str] | None = None,
+             prefix: list[str] | None = None) -> Daemon:
+        d = Daemon(tmp_path, config, args, env, prefix)
         made.append(d)
         return d
 
