@@ -44,6 +44,13 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib|t|tb|ti
 _SIZE_UNITS = {None: 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
                "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
                "tb": 1000**4, "tib": 1024**4}
+#: The smallest ``worker_memory`` accepted. A worker's address space holds the interpreter,
+#: numpy, OpenCV and their thread pools before it reads a byte: converting a tiny file needs
+#: 363 MiB (RLIMIT_AS; fails at 355 MiB) on a 2-CPU x86-64 Linux box, measured by
+#: ``benchmarks/worker_memory_floor.py``. Thread pools grow with the CPU count, so the floor
+#: keeps a margin: below it every job would fail with a memory error and good inputs would
+#: land in failed/.
+MIN_WORKER_MEMORY = 512 * 1024**2
 _HOST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -302,8 +309,11 @@ def default_state_dir(embedded: bool) -> Path:
     return Path(base) / "smaskd"
 
 
-def parse_config(data: Any, source: Path | None = None) -> Config:
-    """Validate a ``yaml.safe_load`` result into a ``Config`` (or raise ``ConfigError``)."""
+def parse_config(data: Any, source: Path | None = None, check_folders: bool = True) -> Config:
+    """Validate a ``yaml.safe_load`` result into a ``Config`` (or raise ``ConfigError``).
+
+    ``check_folders=False`` skips only the folder-identity check (``smaskd status`` must read
+    a config whose folders alias each other *now*: that is what it reports)."""
     r = _Reader({} if data is None else data, "", {
         "workers", "state_dir", "host_id", "inboxes", "rules", "unmatched", "job_timeout",
         "drain_timeout", "max_input_bytes", "worker_memory", "file_mode", "umask", "log_level",
@@ -335,7 +345,7 @@ def parse_config(data: Any, source: Path | None = None) -> Config:
         job_timeout=r.opt("job_timeout", parse_duration, 300.0),
         drain_timeout=r.opt("drain_timeout", parse_duration, 60.0),
         max_input_bytes=r.opt("max_input_bytes", parse_size, 512 * 1024**2),
-        worker_memory=None if memory in (None, 0) else parse_size(memory, "worker_memory"),
+        worker_memory=_worker_memory(memory),
         heartbeat_interval=heartbeat,
         lease=lease,
         file_mode=r.opt("file_mode", lambda v, w: _mode(v, w, 0o777), 0o640),
@@ -345,8 +355,20 @@ def parse_config(data: Any, source: Path | None = None) -> Config:
         fault_backoff=_fault_backoff(r.opt("fault_backoff", parse_duration, 60.0)),
         source=source,
     )
-    _check_relations(config)
+    _check_relations(config, check_folders)
     return config
+
+
+def _worker_memory(value: Any) -> int | None:
+    if value in (None, 0):
+        return None
+    size = parse_size(value, "worker_memory")
+    if size < MIN_WORKER_MEMORY:
+        raise ConfigError(
+            f"{size / 1024**2:g} MiB is less than a worker needs to start (~360 MiB of address "
+            f"space for Python, numpy and OpenCV): expected at least "
+            f"{MIN_WORKER_MEMORY // 1024**2}MiB, or 0 for unlimited", "worker_memory")
+    return size
 
 
 def _queue_limit(value: Any) -> int:
@@ -365,17 +387,16 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or path.is_relative_to(folder)
 
 
-def _check_relations(config: Config) -> None:
-    """Cross-field rules: names resolve, folders do not nest in ways that would loop."""
+def _check_relations(config: Config, check_folders: bool = True) -> None:
+    """Cross-field rules: names resolve, folders do not alias or nest in ways that would loop
+    (compared by identity: ``smaskd.daemon.overlaps``)."""
+    from smaskd.daemon.overlaps import config_folders, find_overlaps
+
     names: dict[str, int] = {}
     for i, inbox in enumerate(config.inboxes):
         if inbox.name in names:
             raise ConfigError(f"duplicate inbox name {inbox.name!r}", f"inboxes[{i}].name")
         names[inbox.name] = i
-        for j, other in enumerate(config.inboxes[:i]):
-            if _inside(inbox.path, other.path) or _inside(other.path, inbox.path):
-                raise ConfigError(f"inbox folders nest with inboxes[{j}] ({other.path})",
-                                  f"inboxes[{i}].path")
     rule_names: set[str] = set()
     for i, rule in enumerate(config.rules):
         if rule.name in rule_names:
@@ -384,16 +405,14 @@ def _check_relations(config: Config) -> None:
         if rule.match.inbox is not None and rule.match.inbox not in names:
             raise ConfigError(f"unknown inbox {rule.match.inbox!r}; expected one of "
                               f"{', '.join(names)}", f"rules[{i}].match.inbox")
-        for inbox in config.inboxes:
-            if _inside(rule.outbox, inbox.path):
-                raise ConfigError(f"outbox is inside inbox {inbox.name!r} ({inbox.path}): "
-                                  "results would be picked up again", f"rules[{i}].outbox")
+    for overlap in find_overlaps(config_folders(config)) if check_folders else ():
+        raise ConfigError(overlap.message, overlap.inner.key)
     for inbox in config.inboxes:
         if _inside(config.state_dir, inbox.path):
             raise ConfigError(f"state_dir is inside inbox {inbox.name!r}", "state_dir")
 
 
-def load_config(path: Path | str) -> Config:
+def load_config(path: Path | str, check_folders: bool = True) -> Config:
     """Read and validate a YAML file; every failure is a ``ConfigError`` (exit 78)."""
     import yaml
 
@@ -411,7 +430,7 @@ def load_config(path: Path | str) -> Config:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise ConfigError(f"not valid YAML: {getattr(e, 'problem', None) or e}", where) from None
     try:
-        return parse_config(data, source=path.resolve())
+        return parse_config(data, source=path.resolve(), check_folders=check_folders)
     except ConfigError as e:
         e.add_note(f"in {path}")
         raise

@@ -21,7 +21,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from smaskd.config import Inbox
 
@@ -165,8 +165,10 @@ class _Blocker:
 class Waiting:
     """Faults and the jobs parked behind them; used from the daemon's main loop only."""
 
-    def __init__(self, log: Any, cap: float = 60.0, first: float = FIRST_DELAY) -> None:
+    def __init__(self, log: Any, cap: float = 60.0, first: float = FIRST_DELAY,
+                 probes: dict[str, Callable[[Fault], str | None]] | None = None) -> None:
         self.log, self.cap, self.first = log, cap, first
+        self.probes = probes or {}  # extra probe kinds (``overlap``: overlaps.py, via jobs.py)
         self.blockers: dict[tuple[str, str], _Blocker] = {}
         self._delays: dict[tuple[str, str], float] = {}  # kept across releases until a success
 
@@ -202,7 +204,8 @@ class Waiting:
         for key, blocker in list(self.blockers.items()):
             if now < blocker.next_try:
                 continue
-            still = probe(blocker.fault)
+            extra = self.probes.get(blocker.fault.probe)
+            still = extra(blocker.fault) if extra else probe(blocker.fault)
             if still is None:
                 del self.blockers[key]
                 self.log.info("fault.cleared", what=blocker.fault.label,

@@ -18,8 +18,8 @@ from smaskd.errors import BusyError, ConfigError, SmaskdError, exit_code_for
 __all__ = ["add_daemon_commands"]
 
 
-def _config(path: Path | None, host_id: str | None = None) -> Config:
-    config = load_config(path) if path else default_config(host_id)
+def _config(path: Path | None, host_id: str | None = None, check_folders: bool = True) -> Config:
+    config = load_config(path, check_folders) if path else default_config(host_id)
     if host_id:
         if not host_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise ConfigError("expected letters, digits, '.', '_' or '-'", "--host-id")
@@ -69,7 +69,7 @@ def _status(args: argparse.Namespace) -> int:
     from smaskd.daemon.journal import STATES, Journal
     from smaskd.daemon.statusfile import describe, read_status
 
-    config = _config(args.config)
+    config = _config(args.config, check_folders=False)  # aliased folders are what it reports
     live = read_status(config.state_dir)
     if live is not None:  # the daemon's own STATUS line: says *why* jobs wait, if they do
         print("\n".join(describe(live)))

@@ -77,7 +77,10 @@ class Jobs:
         self.done = 0
         self.failed = 0
         self.accepting = True
-        self.waiting = Waiting(log, config.fault_backoff)  # jobs blocked by the filesystem
+        self.waiting = Waiting(log, config.fault_backoff,  # jobs blocked by the filesystem
+                               probes={"overlap": self._overlap_probe})
+        #: rule name → why its outbox may not be used now (overlaps.py; the service updates it)
+        self.refused_rules: dict[str, str] = {}
         self.spawn_delay = 0.0  # backoff after a worker could not be started
         self.spawn_retry_at = 0.0
 
@@ -282,6 +285,10 @@ class Jobs:
 
     def publish(self, job: Job, out: Outcome) -> None:
         assert job.rule is not None and job.action is not None
+        refused = self._refusal(job)
+        if refused is not None:  # the outbox now aliases an inbox: nothing is published there
+            self._park(job, None, "publish", out, refused)
+            return
         crash_point("after_temp_write", job.name)
         if not os.path.lexists(job.claim_path):
             self._lost(job, "the claimed input is gone (taken over by another host after a stall?)")
@@ -461,6 +468,10 @@ class Jobs:
     def fail(self, job: Job, error: dict[str, Any]) -> None:
         """Fail ``job`` (``_fail``), unless a filesystem fault on the way (the inbox gone, a
         symlinked failed/) says to park it until the fault is gone (backoff.py)."""
+        refused = self._refusal(job)
+        if refused is not None:  # its log would land in an outbox that aliases an inbox
+            self._park(job, error, "fail", None, refused)
+            return
         try:
             self._fail(job, error)
         except OSError as e:
@@ -527,10 +538,23 @@ class Jobs:
 
     # ------------------------------------------------------------ waiting (backoff.py)
 
+    def _refusal(self, job: Job) -> Fault | None:
+        """The fault "this rule's outbox aliases an inbox" (overlaps.py), if it does now."""
+        reason = self.refused_rules.get(job.rule.name) if job.rule else None
+        if reason is None or job.rule is None:
+            return None
+        return Fault(f"outbox of rule {job.rule.name}", job.rule.outbox, reason, "overlap")
+
+    def _overlap_probe(self, fault: Fault) -> str | None:
+        for rule in self.config.rules:
+            if rule.outbox == fault.path and rule.name in self.refused_rules:
+                return self.refused_rules[rule.name]
+        return None
+
     def _held(self, job: Job) -> bool:
         """Park a job instead of starting it while its inbox or outbox is known to be broken."""
         box = job.rule.outbox if job.rule else None
-        fault = self.waiting.blocking(job.inbox.path, box)
+        fault = self.waiting.blocking(job.inbox.path, box) or self._refusal(job)
         if fault is None and not os.path.isdir(job.inbox.path):
             fault = classify(job.inbox, box, None)
         if fault is None:

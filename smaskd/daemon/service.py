@@ -26,6 +26,7 @@ from smaskd.daemon.intake import Intake
 from smaskd.daemon.jobs import Jobs
 from smaskd.daemon.journal import Journal
 from smaskd.daemon.notify import Notifier
+from smaskd.daemon.overlaps import config_folders, find_overlaps
 from smaskd.daemon.statedir import lock_state_dir
 from smaskd.daemon.statusfile import write_status
 from smaskd.daemon.watcher import Hints, Watcher, choose_observer
@@ -49,6 +50,7 @@ class _InboxState:
     scanned: bool = False
     wanted: bool = True  # a full listing is due (hint, timer, start-up) and has not run yet
     missing: bool = False  # the inbox folder is gone: nothing is scanned or created there
+    refused: str | None = None  # why it aliases another folder now (overlaps.py): not scanned
 
 
 def _effective(inbox: Inbox) -> tuple[float, float]:
@@ -161,6 +163,7 @@ class Service:
         self.leases.beat(self.config)  # before recovery: other hosts must see us alive
         self._signals()
         self.inboxes = self._states(self.config)
+        self._check_overlaps()
         self.log.info("daemon.start", host_id=self.config.host_id, workers=self.config.workers,
                       once=self.once, config=str(self.config.source or "(embedded default)"),
                       state_dir=str(self.config.state_dir), pid=os.getpid())
@@ -203,6 +206,7 @@ class Service:
         checking = now - self._last_check >= 1.0  # inboxes present? observers alive?
         if checking:
             self._last_check = now
+            self._check_overlaps()
             self._check_inboxes()
         self._scan(now, everything, dirty)
         self.jobs.collect()
@@ -220,6 +224,38 @@ class Service:
         adopted = self.jobs.recover(inbox)
         if adopted:
             self.log.info("claims.recovered", inbox=inbox.name, count=adopted)
+
+    def _check_overlaps(self) -> None:
+        """The start-up folder check again (overlaps.py): a folder may have appeared since,
+        as a symlink or a share mounted over its mount point. What it names is refused (the
+        inbox not scanned, the rule's jobs held) and said once, until it is fixed."""
+        assert self.jobs is not None
+        inboxes: dict[str, str] = {}
+        rules: dict[str, str] = {}
+        for overlap in find_overlaps(config_folders(self.config)):
+            reason = f"{overlap.inner.key} {overlap.message}"
+            for name in overlap.inboxes:
+                inboxes.setdefault(name, reason)
+            for name in overlap.rules:
+                rules.setdefault(name, reason)
+        for name, state in self.inboxes.items():
+            reason = inboxes.get(name)
+            if reason != state.refused:
+                if reason:
+                    self.log.error("inbox.refused", inbox=name, reason=reason,
+                                   action="not scanned until the folders are fixed")
+                else:
+                    self.log.info("inbox.accepted", inbox=name, was=state.refused)
+                    state.wanted = True
+                state.refused = reason
+        for name in set(rules) | set(self.jobs.refused_rules):
+            if rules.get(name) != self.jobs.refused_rules.get(name):
+                if name in rules:
+                    self.log.error("outbox.refused", rule=name, reason=rules[name],
+                                   action="its jobs wait until the folders are fixed")
+                else:
+                    self.log.info("outbox.accepted", rule=name)
+        self.jobs.refused_rules = rules
 
     def _check_inboxes(self) -> None:
         """Notice an inbox that vanished or came back; never create it, never act on the loss.
@@ -276,7 +312,7 @@ class Service:
         for name, state in self.inboxes.items():
             if everything or name in dirty or now >= state.next_rescan:
                 state.wanted = True
-            if state.missing:
+            if state.missing or state.refused:
                 continue
             busy = state.pending or state.intake.backlog
             if not (state.wanted or (busy and now >= state.next_poll)):
@@ -319,7 +355,7 @@ class Service:
 
     def _idle(self) -> bool:
         assert self.jobs is not None
-        return (all(s.scanned or s.missing for s in self.inboxes.values())
+        return (all(s.scanned or s.missing or s.refused for s in self.inboxes.values())
                 and not self._pending() and not self.jobs.queue and not self.jobs.running
                 and not len(self.jobs.waiting))
 
@@ -348,7 +384,11 @@ class Service:
         assert self.jobs is not None
         missing = [f"inbox {s.inbox.name} {s.inbox.path} is missing (unmounted share? renamed?)"
                    for s in self.inboxes.values() if s.missing]
-        return missing + self.jobs.waiting.describe()
+        refused = [f"inbox {s.inbox.name} not used: {s.refused}" for s in self.inboxes.values()
+                   if s.refused and not s.missing]
+        refused += [f"outbox of rule {name} not used: {reason}"
+                    for name, reason in self.jobs.refused_rules.items()]
+        return missing + refused + self.jobs.waiting.describe()
 
     def _status_text(self) -> str:
         assert self.jobs is not None

@@ -146,3 +146,24 @@ def test_route_cli(tmp_path: Path) -> None:
     assert "rule json" in lines[0] and str(tmp_path / "j") in lines[0]
     assert "rule masks" in lines[1]  # by content, not by name
     assert "no rule matched" in lines[2]
+
+
+@pytest.mark.parametrize("value", ["256MiB", "100MB", 300 * 2**20, "511MiB"])
+def test_worker_memory_below_what_a_worker_needs_is_refused(tmp_path: Path, value) -> None:
+    """Issue 12 case 5: 256 MiB passed check-config, then every job failed with a memory error
+    and good inputs landed in failed/ (a worker needs ~360 MiB of address space to start)."""
+    data = minimal(tmp_path)
+    data["worker_memory"] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = run_cli("check-config", path)
+    assert out.returncode == 78, out.stdout
+    assert "worker_memory: " in out.stderr and "less than a worker needs to start" in out.stderr
+    assert "at least 512MiB" in out.stderr
+
+
+@pytest.mark.parametrize("value,expected", [("512MiB", 512 * 2**20), (0, None), ("4GiB", 4 * 2**30)])
+def test_worker_memory_at_or_above_the_floor_or_unlimited(value, expected) -> None:
+    data = minimal()
+    data["worker_memory"] = value
+    assert parse_config(data).worker_memory == expected
