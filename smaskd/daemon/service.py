@@ -15,7 +15,8 @@ import errno
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -27,6 +28,7 @@ from smaskd.daemon.jobs import Jobs
 from smaskd.daemon.journal import Journal
 from smaskd.daemon.notify import Notifier
 from smaskd.daemon.overlaps import config_folders, find_overlaps
+from smaskd.daemon.permissions import DENIED, explain
 from smaskd.daemon.statedir import lock_state_dir
 from smaskd.daemon.statusfile import write_status
 from smaskd.daemon.watcher import Hints, Watcher, choose_observer
@@ -51,6 +53,8 @@ class _InboxState:
     wanted: bool = True  # a full listing is due (hint, timer, start-up) and has not run yet
     missing: bool = False  # the inbox folder is gone: nothing is scanned or created there
     refused: str | None = None  # why it aliases another folder now (overlaps.py): not scanned
+    denied: str | None = None  # a permission problem, said once (permissions.py)
+    denied_files: set[Path] = field(default_factory=set)  # left in place because of it
 
 
 def _effective(inbox: Inbox) -> tuple[float, float]:
@@ -78,6 +82,7 @@ class Service:
         self.inboxes: dict[str, _InboxState] = {}
         self.locks: dict[str, int] = {}
         self.state_lock: int | None = None
+        self._early_denied: dict[str, str] = {}  # permission problems before states exist
         self._stop = False
         self._reload = False
         self._last_status = 0.0
@@ -86,9 +91,15 @@ class Service:
 
     # ------------------------------------------------------------ set-up
 
-    def _prepare_folders(self, config: Config) -> None:
+    def _prepare_folders(self, config: Config, startup: bool = False) -> None:
         for inbox in config.inboxes:
-            self._prepare_inbox(inbox, config)
+            try:
+                self._prepare_inbox(inbox, config)
+            except OSError as e:
+                if not startup or e.errno not in DENIED:
+                    raise
+                # the other inboxes work on; this one is retried every second (_check_inboxes)
+                self._deny(inbox, e, None)
         for rule in config.rules:  # as inboxes: the last component only (see below)
             try:
                 rule.outbox.mkdir(exist_ok=True)
@@ -158,11 +169,14 @@ class Service:
         # first: a second daemon on this state_dir must not touch the folders or the journal
         self.state_lock = lock_state_dir(self.config.state_dir)
         self.journal = Journal(self.config.state_dir)
-        self._prepare_folders(self.config)
+        self._prepare_folders(self.config, startup=True)
         self.jobs = Jobs(self.config, self.journal, self.supervisor, self.log)
         self.leases.beat(self.config)  # before recovery: other hosts must see us alive
         self._signals()
+        early, self._early_denied = self._early_denied, {}
         self.inboxes = self._states(self.config)
+        for name, reason in early.items():
+            self.inboxes[name].denied = reason
         self._check_overlaps()
         self.log.info("daemon.start", host_id=self.config.host_id, workers=self.config.workers,
                       once=self.once, config=str(self.config.source or "(embedded default)"),
@@ -225,6 +239,23 @@ class Service:
         if adopted:
             self.log.info("claims.recovered", inbox=inbox.name, count=adopted)
 
+    def _deny(self, inbox: Inbox, error: OSError, state: _InboxState | None) -> None:
+        """A permission problem in ``inbox``: logged once per distinct reason, in STATUS."""
+        reason = explain(inbox.path, error)
+        known = state.denied if state is not None else self._early_denied.get(inbox.name)
+        if reason.split(". ", 1)[1:] == (known or "").split(". ", 1)[1:] and known:
+            return  # the same problem with another file: said already
+        self.log.error("inbox.permission", inbox=inbox.name, path=str(inbox.path), reason=reason,
+                       action="files left in place; the rest keeps working")
+        if state is None:
+            self._early_denied[inbox.name] = reason
+        else:
+            state.denied = reason
+
+    def _allow(self, state: _InboxState) -> None:
+        self.log.info("inbox.permission_ok", inbox=state.inbox.name, was=state.denied)
+        state.denied = None
+
     def _check_overlaps(self) -> None:
         """The start-up folder check again (overlaps.py): a folder may have appeared since,
         as a symlink or a share mounted over its mount point. What it names is refused (the
@@ -281,8 +312,13 @@ class Service:
                     if not self._prepare_inbox(inbox, self.config):
                         continue
                 except OSError as e:
-                    self.log.error("inbox.prepare_failed", inbox=inbox.name, error=str(e))
+                    if e.errno in DENIED:
+                        self._deny(inbox, e, state)
+                    else:
+                        self.log.error("inbox.prepare_failed", inbox=inbox.name, error=str(e))
                     continue
+                if state.denied and not state.denied_files:
+                    self._allow(state)
                 state.missing = False
                 state.intake.reset()
                 state.wanted = True
@@ -321,6 +357,8 @@ class Service:
                 continue
             full = state.wanted or not state.scanned
             if state.wanted:
+                for path in state.denied_files:  # try them again once per rescan
+                    state.intake.left.pop(path, None)
                 state.wanted = False
                 state.next_rescan = now + state.rescan
                 self.log.debug("inbox.scan", inbox=name, reason="full" if everything else "hint")
@@ -328,6 +366,10 @@ class Service:
             ready, state.pending = state.intake.poll(now, startup=not state.scanned, limit=room,
                                                      full=full)
             state.scanned = True
+            if full and state.denied_files:  # those no longer in the inbox are no problem
+                state.denied_files &= set(state.intake.seen) | set(state.intake.left)
+                if not state.denied_files and state.denied:
+                    self._allow(state)
             # a backlog (over queue_limit) polls at the normal pace; files settling or not
             # yet complete only when one of them can have become ready (events come sooner)
             due = now if state.intake.backlog else state.intake.next_due
@@ -346,8 +388,18 @@ class Service:
                                        limit=f"{255 - CLAIM_PREFIX_LEN} bytes")
                         state.intake.leave(cand)
                         continue
+                    if e.errno in DENIED:  # said once; the file stays; retried every rescan
+                        self._deny(state.inbox, e, state)
+                        state.intake.leave(cand)
+                        state.denied_files.add(cand.path)
+                        continue
                     # a vanished file or a flaky share: the next scan retries
                     self.log.warning("admit.error", inbox=name, path=cand.rel, error=str(e))
+                    continue
+                if cand.path in state.denied_files:
+                    state.denied_files.discard(cand.path)
+                    if not state.denied_files:
+                        self._allow(state)
 
     def _pending(self) -> int:
         """Files in the inboxes not claimed yet: settling, or ready but over the queue limit."""
@@ -383,7 +435,10 @@ class Service:
     def _problems(self) -> list[str]:
         assert self.jobs is not None
         missing = [f"inbox {s.inbox.name} {s.inbox.path} is missing (unmounted share? renamed?)"
-                   for s in self.inboxes.values() if s.missing]
+                   for s in self.inboxes.values() if s.missing and not s.denied]
+        missing += [f"inbox {s.inbox.name} {s.inbox.path} {s.denied}"
+                    + (f" ({len(s.denied_files)} file(s) left in place)" if s.denied_files else "")
+                    for s in self.inboxes.values() if s.denied]
         refused = [f"inbox {s.inbox.name} not used: {s.refused}" for s in self.inboxes.values()
                    if s.refused and not s.missing]
         refused += [f"outbox of rule {name} not used: {reason}"

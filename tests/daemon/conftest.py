@@ -120,6 +120,9 @@ class Daemon:
         self.args = (["-c", str(self.config_path)] if config is not None else []) + list(args)
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.notify = NotifySocket()
+        if self.prefix:  # another user: it must be able to reach the socket
+            os.chmod(self.notify.dir, 0o755)
+            os.chmod(self.notify.path, 0o777)
         self.env["NOTIFY_SOCKET"] = self.notify.path
         self.lines: list[str] = []
         self.proc: subprocess.Popen | None = None
