@@ -390,7 +390,7 @@ def _inside(path: Path, folder: Path) -> bool:
 def _check_relations(config: Config, check_folders: bool = True) -> None:
     """Cross-field rules: names resolve, folders do not alias or nest in ways that would loop
     (compared by identity: ``smaskd.daemon.overlaps``)."""
-    from smaskd.daemon.overlaps import config_folders, find_overlaps
+    from smaskd.daemon.overlaps import config_folders, find_overlaps, is_within
 
     names: dict[str, int] = {}
     for i, inbox in enumerate(config.inboxes):
@@ -408,8 +408,10 @@ def _check_relations(config: Config, check_folders: bool = True) -> None:
     for overlap in find_overlaps(config_folders(config)) if check_folders else ():
         raise ConfigError(overlap.message, overlap.inner.key)
     for inbox in config.inboxes:
-        if _inside(config.state_dir, inbox.path):
-            raise ConfigError(f"state_dir is inside inbox {inbox.name!r}", "state_dir")
+        if _inside(config.state_dir, inbox.path) or (
+                check_folders and is_within(config.state_dir, inbox.path)):
+            raise ConfigError(f"state_dir is inside inbox {inbox.name!r}: inbox writers could "
+                              "reach the journal", "state_dir")
 
 
 def load_config(path: Path | str, check_folders: bool = True) -> Config:

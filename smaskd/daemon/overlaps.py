@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Folder", "Overlap", "config_folders", "find_overlaps"]
+__all__ = ["Folder", "Overlap", "config_folders", "find_overlaps", "is_within"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +103,12 @@ def _within(a: _Id, b: _Id) -> bool:
     if a.real == b.real or a.real.startswith(b.real.rstrip("/") + "/"):
         return True
     return b.node is not None and b.node in a.chain
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    """``path`` is ``folder`` or lies inside it, by identity (symlinks and bind mounts seen
+    through), as far as both exist."""
+    return _within(_identity(path), _identity(folder))
 
 
 def _forbidden(inner: Folder, outer: Folder) -> str | None:

@@ -162,7 +162,8 @@ def test_worker_memory_below_what_a_worker_needs_is_refused(tmp_path: Path, valu
     assert "at least 512MiB" in out.stderr
 
 
-@pytest.mark.parametrize("value,expected", [("512MiB", 512 * 2**20), (0, None), ("4GiB", 4 * 2**30)])
+@pytest.mark.parametrize("value,expected", [("512MiB", 512 * 2**20), (0, None),
+                                            ("4GiB", 4 * 2**30)])
 def test_worker_memory_at_or_above_the_floor_or_unlimited(value, expected) -> None:
     data = minimal()
     data["worker_memory"] = value

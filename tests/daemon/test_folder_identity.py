@@ -65,8 +65,8 @@ def _inbox_behind_a_symlink_into_another(tmp: Path) -> tuple[dict, str, str]:
 @pytest.mark.parametrize("case", [_aliased_outbox, _done_in_other_inbox, _outbox_is_a_failed_folder,
                                   _inbox_inside_an_outbox, _inbox_behind_a_symlink_into_another],
                          ids=lambda f: f.__name__.strip("_"))
-def test_check_config_and_start_refuse_aliased_folders_naming_both_keys(tmp_path: Path,
-                                                                        daemon_factory, case) -> None:
+def test_check_config_and_start_refuse_aliased_folders_naming_both_keys(
+        tmp_path: Path, daemon_factory, case) -> None:
     config, inner, outer = case(tmp_path)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -116,3 +116,15 @@ def test_an_outbox_that_appears_later_inside_the_inbox_is_refused(tmp_path: Path
     assert d.stop() == 0
     assert files(share / "out") == ["a.log.jsonl", "a.zip"]
     assert files(inbox / "done") == ["a.json"]
+
+
+def test_a_state_dir_behind_a_symlink_into_an_inbox_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    os.symlink(tmp_path / "in", tmp_path / "var")
+    config = base_config(tmp_path, state_dir=str(tmp_path / "var" / "state"),
+                         inboxes=[_inbox(tmp_path, "in")])
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = run_cli("check-config", path)
+    assert out.returncode == 78
+    assert "state_dir: state_dir is inside inbox 'in'" in out.stderr

@@ -12,7 +12,8 @@ from tests.daemon.conftest import base_config, coco_bytes, files
 
 
 @pytest.mark.parametrize("stem,safe", [
-    ("NUL", "NUL_"), ("nul", "nul_"), ("COM1", "COM1_"), ("lpt9", "lpt9_"), ("Com\u00b9", "Com\u00b9_"),
+    ("NUL", "NUL_"), ("nul", "nul_"), ("COM1", "COM1_"), ("lpt9", "lpt9_"),
+    ("Com\u00b9", "Com\u00b9_"),
     ("CON.tar", "CON_.tar"), ("aux .x", "aux _.x"), ("CONOUT$", "CONOUT$_"),
     ("a:b", "a_b"), ("star*q?", "star_q_"), ('<"x">|', "__x___"), ("x\\y", "x_y"),
     ("tab\there", "tab_here"), ("dot.", "dot_"), ("sp  ", "sp__"), ("a. .", "a___"),
@@ -29,7 +30,8 @@ def test_published_stem_maps_the_stem_not_the_suffix() -> None:
     assert published_stem("ok.json") == "ok"
 
 
-def test_windows_unsafe_inputs_are_published_under_safe_names(tmp_path: Path, daemon_factory) -> None:
+def test_windows_unsafe_inputs_are_published_under_safe_names(tmp_path: Path,
+                                                              daemon_factory) -> None:
     """Issue 12 case 9: ``NUL.zip``, ``COM1.zip``, ``a:b.zip``, ``star*q?.zip``, a trailing dot
     or space and a backslash were published as-is; ``a:b`` and ``a?b`` map to one name and
     go through ``on_conflict`` (rename: keep both) like any pair."""
@@ -58,7 +60,8 @@ def test_windows_unsafe_inputs_are_published_under_safe_names(tmp_path: Path, da
     assert sorted(files(inbox / "done")) == sorted(inputs)  # inputs keep their own names
 
 
-def test_a_folder_at_the_output_name_with_replace_keeps_both(tmp_path: Path, daemon_factory) -> None:
+def test_a_folder_at_the_output_name_with_replace_keeps_both(tmp_path: Path,
+                                                              daemon_factory) -> None:
     """Issue 12 case 6: a directory at the output name with ``on_conflict: replace`` parked the
     job in ``publishing`` forever (rename over a directory fails). It is never removed: the
     result is published under the keep-both name and the log says which path was in the way."""
