@@ -16,8 +16,8 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from multiprocessing.connection import wait
+from pathlib import Path
 from typing import Any
 
 from smaskd.config import Config, Inbox, load_config
@@ -91,12 +91,12 @@ class Service:
 
     # ------------------------------------------------------------ set-up
 
-    def _prepare_folders(self, config: Config, startup: bool = False) -> None:
+    def _prepare_folders(self, config: Config) -> None:
         for inbox in config.inboxes:
             try:
                 self._prepare_inbox(inbox, config)
             except OSError as e:
-                if not startup or e.errno not in DENIED:
+                if e.errno not in DENIED:
                     raise
                 # the other inboxes work on; this one is retried every second (_check_inboxes)
                 self._deny(inbox, e, None)
@@ -141,9 +141,13 @@ class Service:
             if old is not None and old.inbox.path == inbox.path:
                 intake.seen, intake.left = old.intake.seen, old.intake.left
                 missing = missing or old.missing
-            states[inbox.name] = _InboxState(inbox, intake, rescan,
-                                             poll=min(0.5, max(0.05, settle / 4)),
-                                             missing=missing)
+            state = states[inbox.name] = _InboxState(inbox, intake, rescan,
+                                                     poll=min(0.5, max(0.05, settle / 4)),
+                                                     missing=missing)
+            if old is not None and old.inbox.path == inbox.path:  # said once, not per reload
+                state.denied, state.denied_files = old.denied, old.denied_files
+                state.refused = old.refused
+            state.denied = self._early_denied.pop(inbox.name, state.denied)
         return states
 
     def _signals(self) -> None:
@@ -169,14 +173,11 @@ class Service:
         # first: a second daemon on this state_dir must not touch the folders or the journal
         self.state_lock = lock_state_dir(self.config.state_dir)
         self.journal = Journal(self.config.state_dir)
-        self._prepare_folders(self.config, startup=True)
+        self._prepare_folders(self.config)
         self.jobs = Jobs(self.config, self.journal, self.supervisor, self.log)
         self.leases.beat(self.config)  # before recovery: other hosts must see us alive
         self._signals()
-        early, self._early_denied = self._early_denied, {}
         self.inboxes = self._states(self.config)
-        for name, reason in early.items():
-            self.inboxes[name].denied = reason
         self._check_overlaps()
         self.log.info("daemon.start", host_id=self.config.host_id, workers=self.config.workers,
                       once=self.once, config=str(self.config.source or "(embedded default)"),
