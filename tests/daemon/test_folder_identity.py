@@ -128,3 +128,34 @@ def test_a_state_dir_behind_a_symlink_into_an_inbox_is_refused(tmp_path: Path) -
     out = run_cli("check-config", path)
     assert out.returncode == 78
     assert "state_dir: state_dir is inside inbox 'in'" in out.stderr
+
+
+def test_an_inbox_that_appears_later_inside_another_is_not_scanned(tmp_path: Path,
+                                                                   daemon_factory) -> None:
+    """Inbox b's share is mounted after start, and it turns out to be inside inbox a: neither
+    nested inbox is scanned (each would claim the other's files), STATUS says why, and the
+    other rules and folders are untouched; when it is fixed both work again."""
+    a, share = tmp_path / "a", tmp_path / "share"
+    config = base_config(tmp_path, inboxes=[_inbox(tmp_path, "a", recursive=True),
+                                            {"name": "b", "path": str(share / "b"),
+                                             "settle": "0.3s"}])
+    d = daemon_factory(config).start()
+    d.wait_ready()
+    os.symlink(a, share)
+    refused = d.wait_for(lambda: d.events("inbox.refused"), 30, "inbox.refused")
+    assert {e["inbox"] for e in refused} >= {"a", "b"}
+    assert "inboxes[1].path" in refused[0]["reason"] and "inboxes[0].path" in refused[0]["reason"]
+    (a / "b").mkdir()
+    (a / "b" / "x.json").write_bytes(coco_bytes())
+    (a / "y.json").write_bytes(coco_bytes())
+    time.sleep(2.0)  # nothing is claimed in either
+    assert (a / "b" / "x.json").exists() and (a / "y.json").exists()
+    assert any("inbox b not used: inboxes[1].path" in p for p in _status(tmp_path)["problems"])
+    os.unlink(share)
+    share.mkdir()
+    # a is recursive: b is now an ordinary sub-folder of it
+    d.wait_for(lambda: len(d.events("job.done")) >= 2, 60, "inbox a works again")
+    assert d.events("inbox.accepted")
+    assert d.stop() == 0
+    assert files(a / "done") == ["x.json", "y.json"]
+
