@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -159,3 +160,27 @@ def test_an_inbox_that_appears_later_inside_another_is_not_scanned(tmp_path: Pat
     assert d.stop() == 0
     assert files(a / "done") == ["x.json", "y.json"]
 
+
+
+def test_an_outbox_bind_mounted_onto_the_inbox_is_seen_through(tmp_path: Path) -> None:
+    """A bind mount has another real path but the same device and inode: compared by path
+    string (even resolved) it passes; by identity it is the inbox."""
+    inbox, mirror = tmp_path / "in", tmp_path / "mirror"
+    inbox.mkdir()
+    mirror.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("a bind mount needs root")
+    done = subprocess.run(["mount", "--bind", str(inbox), str(mirror)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot bind-mount: {done.stderr.strip()}")
+    try:
+        config = base_config(tmp_path, inboxes=[_inbox(tmp_path, "in")],
+                             rules=[{"name": "r", "outbox": str(mirror / "out")}])
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(config))
+        out = run_cli("check-config", path)
+        assert out.returncode == 78, out.stdout
+        assert "rules[0].outbox: is inside inbox 'in' (inboxes[0].path = " in out.stderr
+    finally:
+        subprocess.run(["umount", str(mirror)], check=False)
