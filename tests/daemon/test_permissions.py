@@ -58,3 +58,36 @@ def test_sticky_inbox_permission_problem_is_reported_once_and_the_rest_works(
     assert files(own / "done") == ["b.json"]
     assert sorted(files(tmp_path / "outbox")) == ["b.log.jsonl", "b.zip", "mine.log.jsonl",
                                                   "mine.zip"]
+
+
+def test_an_inbox_the_daemon_cannot_set_up_is_reported_once_and_the_rest_works(
+        tmp_path: Path, daemon_factory) -> None:
+    """An inbox the daemon's user cannot write (no .smaskd/, done/, failed/ possible) used to
+    stop the daemon at start; now it is said once, retried, and the other inbox works."""
+    prefix = as_nobody()
+    locked = tmp_path / "locked"  # root's, 0755: nobody can read it but not write it
+    locked.mkdir(mode=0o755)
+    (locked / "a.json").write_bytes(coco_bytes())
+    for name in ("own", "state", "outbox"):
+        (tmp_path / name).mkdir()
+        _owned(tmp_path / name, NOBODY)
+    config = base_config(tmp_path, inboxes=[
+        {"name": "locked", "path": str(locked), "settle": "0.2s"},
+        {"name": "own", "path": str(tmp_path / "own"), "settle": "0.2s"}])
+    d = daemon_factory(config, prefix=prefix).start()
+    d.wait_ready()
+    (tmp_path / "own" / "b.json").write_bytes(coco_bytes())
+    d.wait_for(lambda: d.events("job.done"), 60, "b.json done")
+    time.sleep(2.5)  # retried every second: still one report
+    denied = d.events("inbox.permission")
+    assert len(denied) == 1 and denied[0]["inbox"] == "locked"
+    assert "needs read, write and search permission" in denied[0]["reason"]
+    assert "'nobody'" in denied[0]["reason"] and "owner root" in denied[0]["reason"]
+    out = run_cli("status", "-c", d.config_path)
+    assert f"problem: inbox locked {locked} cannot claim files" in out.stdout
+    assert "is missing" not in out.stdout
+    locked.chmod(0o777)  # fixed: the inbox is set up and its file converted
+    d.wait_for(lambda: len(d.events("job.done")) >= 2, 60, "a.json done once fixed")
+    assert d.events("inbox.permission_ok")
+    assert d.stop() == 0
+    assert files(locked / "done") == ["a.json"]
