@@ -12,6 +12,7 @@ __all__ = [
     "EXIT_CODES",
     "ConfigError",
     "DataLossError",
+    "IncompleteInputError",
     "InputError",
     "InternalError",
     "NotWritableError",
@@ -50,6 +51,15 @@ class SmaskdError(Exception):
 
 class InputError(SmaskdError):
     """The input data is wrong: bad JSON, an undeclared colour, a malformed labelmap line."""
+
+
+class IncompleteInputError(InputError):
+    """The input ends before its syntax does (JSON cut short at the end of the file).
+
+    Its own class because a watch folder must tell "this file is wrong" from "this file is
+    not finished yet": the daemon waits for the second (its writer may still be writing) and
+    fails the first. For the CLI it is an input error like any other.
+    """
 
 
 class UnsafeArchiveError(InputError):

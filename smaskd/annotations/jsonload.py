@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from smaskd.errors import InputError
+from smaskd.errors import IncompleteInputError, InputError
 
 __all__ = [
     "COORD_LIMIT",
@@ -113,7 +113,9 @@ def _checked(data: bytes, source: str, max_depth: int) -> tuple[bytes, str, np.n
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise InputError(
+        # a multi-byte character cut by the end of the file: a writer not done yet
+        cls = IncompleteInputError if e.reason == "unexpected end of data" else InputError
+        raise cls(
             f"not valid UTF-8 at byte offset {e.start + offset} ({e.reason})", source
         ) from None
     quotes = _check_depth(body, source, max_depth)
@@ -136,7 +138,10 @@ def parse_checked(body: bytes, text: str | bytes, quotes: np.ndarray, source: st
             f"{e.args[0]} is not valid JSON (only finite numbers are allowed){place}", source
         ) from None
     except json.JSONDecodeError as e:
-        raise InputError(
+        # The parser stopped at the end of the text: what came was a valid start of a
+        # document (a writer not done yet, or a cut copy), not a wrong byte somewhere.
+        cls = IncompleteInputError if e.pos >= len(text.rstrip()) else InputError
+        raise cls(
             f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}", source
         ) from None
     except RecursionError:  # the depth scan should make this unreachable; never a traceback

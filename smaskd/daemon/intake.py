@@ -2,11 +2,15 @@
 
 Why level-triggered: watchdog events arrive early, twice or never (inotify overflows, shares
 where inotify is blind), so the directory listing is the truth and events only say "look
-again soon". A file becomes ready when its (device, inode, size, mtime) have not changed for
-``settle`` seconds on the local monotonic clock, and its bytes look complete: a zip must have
-its end-of-central-directory record, a JSON file must end in ``}`` or ``]``. An incomplete file
-is "not ready", not failed, until ``grace`` passes (a slow writer or a stalled copy).
-Symlinks, FIFOs, sockets and devices are reported by ``lstat`` and never opened.
+again soon". Where inotify's completion signals are known (``signals.py``) they decide: a
+file written since its last close-after-write is never ready, however long its writer
+pauses; a file renamed into the inbox is ready at once. Otherwise a file becomes ready when
+its (device, inode, size, mtime) have not changed for ``settle`` seconds on the local
+monotonic clock, and its bytes look complete: a zip must have its end-of-central-directory
+record, a JSON file must end in ``}`` or ``]``. An incomplete file is "not ready", not failed,
+until ``grace`` passes (a slow writer or a stalled copy); a prefix that merely looks complete
+is caught after the claim (``unfinished.py``). Symlinks, FIFOs, sockets and devices are
+reported by ``lstat`` and never opened.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import re
 import stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from smaskd.config import Inbox
+from smaskd.daemon.signals import MOVED, WRITING, Completion
 
 __all__ = ["DEFAULT_IGNORE", "Candidate", "Intake", "is_ignored", "looks_complete", "scan_inbox"]
 
@@ -51,6 +56,12 @@ class Candidate:
     path: Path
     rel: str  # path relative to the inbox ("a.json", or "sub/a.json" when recursive)
     st: os.stat_result
+    #: renamed into the inbox and not open for writing (inotify): complete, so a parse
+    #: failure is the input's fault, never "still being written"
+    moved_in: bool = False
+    #: when the intake first found its bytes incomplete (monotonic), carried into the job
+    #: so ``grace`` is counted once from there, not again after the claim
+    incomplete_since: float | None = None
 
     @property
     def kind(self) -> str:
@@ -149,6 +160,8 @@ class Intake:
 
     inbox: Inbox
     settle: float
+    #: inotify's completion signals for this inbox; None where the observer polls
+    signals: Completion | None = None
     seen: dict[Path, _Seen] = field(default_factory=dict)
     left: dict[Path, Signature] = field(default_factory=dict)  # unmatched+leave / refused specials
     backlog: int = 0
@@ -194,6 +207,16 @@ class Intake:
             if self.left.get(cand.path) == cand.signature:
                 continue
             self.left.pop(cand.path, None)
+            signal = self.signals.state(str(cand.path)) if self.signals is not None else None
+            if signal == WRITING:
+                # Open for writing since its last write: not a candidate, however long the
+                # writer pauses. Its close-after-write wakes us; settle counts from then.
+                self.seen[cand.path] = _Seen(cand.signature, now)
+                pending += 1
+                continue
+            if signal == MOVED and cand.kind == "file":
+                settled.append((replace(cand, moved_in=True), _Seen(cand.signature, now)))
+                continue
             seen = self.seen.get(cand.path)
             if seen is None or seen.signature != cand.signature:
                 age = wall - cand.st.st_mtime_ns / 1e9
@@ -222,7 +245,7 @@ class Intake:
             if limit is not None and len(ready) >= limit:
                 self.backlog += 1
                 continue
-            if cand.kind == "file" and not looks_complete(cand.path):
+            if cand.kind == "file" and not cand.moved_in and not looks_complete(cand.path):
                 seen.incomplete_since = seen.incomplete_since or now
                 waited = now - seen.incomplete_since
                 if waited < self.inbox.grace:
@@ -230,6 +253,8 @@ class Intake:
                     look_again = min(INCOMPLETE_MAX_WAIT, max(0.05, waited / 4))
                     due = min(due, now + look_again, seen.incomplete_since + self.inbox.grace)
                     continue
+            if seen.incomplete_since is not None:
+                cand = replace(cand, incomplete_since=seen.incomplete_since)
             ready.append(cand)
         self.next_due = due
         return ready, pending

@@ -30,9 +30,10 @@ from smaskd.daemon import claims as claims_mod
 from smaskd.daemon import names, outbox, recovery
 from smaskd.daemon.backoff import Fault, Waiter, Waiting, classify
 from smaskd.daemon.faults import crash_point
-from smaskd.daemon.intake import Candidate, Intake
+from smaskd.daemon.intake import Candidate, Intake, Signature, looks_complete
 from smaskd.daemon.journal import Journal
 from smaskd.daemon.routing import route, safe_kind
+from smaskd.daemon.unfinished import Unfinished, format_seconds, signature_of
 from smaskd.daemon.workers import JobSpec, Outcome, Supervisor, describe_error
 from smaskd.errors import SmaskdError
 from smaskd.log import JOB_LOGS, jsonable, timestamper
@@ -60,6 +61,12 @@ class Job:
     duplicate_of: str | None = None
     log: Any = None
     stale: bool = False  # adopted after a crash: staging files of an earlier run may be left
+    # completion (unfinished.py): what the claimed file was when the run started, whether
+    # it was renamed in (complete), since when it looked incomplete, the inbox's settle
+    claim_signature: Signature | None = None
+    moved_in: bool = False
+    incomplete_since: float | None = None
+    settle: float | None = None
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -81,6 +88,7 @@ class Jobs:
                                probes={"overlap": self._overlap_probe})
         #: rule name → why its outbox may not be used now (overlaps.py; the service updates it)
         self.refused_rules: dict[str, str] = {}
+        self.unfinished = Unfinished()  # jobs whose input was still being written
         self.spawn_delay = 0.0  # backoff after a worker could not be started
         self.spawn_retry_at = 0.0
 
@@ -117,7 +125,11 @@ class Jobs:
                          cand.st.st_size)
         job = self._job(inbox, claim, cand.st.st_size)
         job.rule = rule
-        job.log.debug("job.claimed", path=cand.rel, size=job.size, claim=str(claim.path))
+        job.claim_signature = signature_of(claim.path)
+        job.moved_in, job.incomplete_since = cand.moved_in, cand.incomplete_since
+        job.settle = intake.settle
+        job.log.debug("job.claimed", path=cand.rel, size=job.size, claim=str(claim.path),
+                      complete="renamed in" if cand.moved_in else "settled")
         if cand.kind == "symlink":
             target = os.readlink(claim.path)
             self.fail(job, {"type": "UnsafeInput", "class": "input", "where": job.name,
@@ -192,6 +204,8 @@ class Jobs:
             job.stale = False
         job.attempts += 1
         job.started_at = time.monotonic()
+        if job.claim_signature is None:  # adopted after a restart: from here on
+            job.claim_signature = signature_of(job.claim_path)
         # The outbox itself, never its parents: under an unmounted share's mount point a
         # local folder would swallow the results (the parent missing is a fault: _park).
         job.rule.outbox.mkdir(exist_ok=True)
@@ -220,6 +234,8 @@ class Jobs:
                 self.settle_error(job, e, "publish", out)
 
     def _finish(self, job: Job, out: Outcome, retry: bool) -> None:
+        if self._still_written(job, out):
+            return
         if out.status == "ok":
             self.publish(job, out)
         elif out.status == "error":
@@ -641,6 +657,60 @@ class Jobs:
             self._park(job, e, "resume", None, Fault(
                 "failed folder", job.inbox.failed_dir,
                 f"cannot record the failure there: {type(e).__name__}: {e}", "write"))
+
+    # ------------------------------------------------------------ unfinished inputs
+
+    def _still_written(self, job: Job, out: Outcome) -> bool:
+        """Hold the job (unfinished.py) if its writer was not done; True if held.
+
+        The result or error of such a run says nothing about the finished file: staging
+        files go, the attempt is given back, the input stays claimed.
+        """
+        if out.status not in ("ok", "error"):
+            return False
+        now_sig = signature_of(job.claim_path)
+        if now_sig is None:
+            return False  # gone: publish/fail report the claim as lost
+        error = out.error or {}
+        changed = job.claim_signature is not None and now_sig != job.claim_signature
+        truncated = out.status == "error" and not job.moved_in and \
+            error.get("class") == "input" and (error.get("type") == "IncompleteInputError"
+                                               or not looks_complete(job.claim_path))
+        if not (changed or truncated):
+            return False
+        why = ("changed after it was claimed" if changed else
+               f"ends before it is complete ({error.get('message') or error.get('type')})")
+        now = time.monotonic()
+        self._cleanup_staging(job, worker_temps=True)
+        job.attempts = max(0, job.attempts - 1)
+        self.journal.update(job.job_id, state="claimed", attempts=job.attempts,
+                            error=f"waiting: the input {why}")
+        stable_since = now if changed else min(now, job.incomplete_since or now)
+        job.incomplete_since = stable_since
+        self.unfinished.hold(job, None if changed else now_sig, now_sig, stable_since,
+                             job.settle if job.settle is not None else
+                             (job.inbox.settle if job.inbox.settle is not None else 2.0), why)
+        job.log.info("job.incomplete", reason=f"the input {why}",
+                     action="waits in the claim folder until it is complete, up to grace",
+                     grace=format_seconds(job.inbox.grace))
+        return True
+
+    def retry_unfinished(self) -> None:
+        """Run again the held jobs whose input is complete now; fail those past grace."""
+        ready, expired, gone = self.unfinished.tick()
+        for job in ready:
+            job.log.info("job.resumed", step="run", reason="the input is complete")
+            self.queue.append(job)
+        for job in gone:
+            self._lost(job, "the claimed input is gone while it waited to be complete")
+        for job in expired:
+            try:
+                self.fail(job, {"type": "IncompleteInput", "class": "input", "where": job.name,
+                                "message": f"incomplete after {format_seconds(job.inbox.grace)}"
+                                           ": the file stopped changing before it was complete"
+                                           " (a writer that died, or a cut copy)"})
+            except Exception as e:  # noqa: BLE001 - as in collect(): park or fail
+                self.settle_error(job, e, "fail")
 
     # ------------------------------------------------------------ recovery (recovery.py)
 

@@ -29,6 +29,7 @@ from smaskd.daemon.journal import Journal
 from smaskd.daemon.notify import Notifier
 from smaskd.daemon.overlaps import config_folders, find_overlaps
 from smaskd.daemon.permissions import DENIED, explain
+from smaskd.daemon.signals import Completion
 from smaskd.daemon.statedir import lock_state_dir
 from smaskd.daemon.statusfile import write_status
 from smaskd.daemon.watcher import Hints, Watcher, choose_observer
@@ -74,6 +75,7 @@ class Service:
         self.host_override = host_override
         self.notifier = Notifier()
         self.hints = Hints()
+        self.signals = Completion()  # inotify's completion signals, filled by the watcher
         self.supervisor = Supervisor()
         self.leases = Leases(config.host_id, log)  # heartbeat + takeover of dead hosts' claims
         self.journal: Journal | None = None
@@ -136,7 +138,7 @@ class Service:
         for inbox in config.inboxes:
             settle, rescan = _effective(inbox)
             old = self.inboxes.get(inbox.name)
-            intake = Intake(inbox, settle)
+            intake = Intake(inbox, settle, self.signals)
             missing = str(inbox.path) not in self.locks
             if old is not None and old.inbox.path == inbox.path:
                 intake.seen, intake.left = old.intake.seen, old.intake.left
@@ -187,7 +189,7 @@ class Service:
                 self._recover(state.inbox)
         self.jobs.sweep_staging()
         if not self.once:
-            self.watcher = Watcher(self.config.inboxes, self.hints, self.log)
+            self.watcher = Watcher(self.config.inboxes, self.hints, self.log, self.signals)
             self.watcher.start()
         self._scan(time.monotonic(), everything=True)
         self.notifier.ready(self._status_text())
@@ -226,6 +228,7 @@ class Service:
         self._scan(now, everything, dirty)
         self.jobs.collect()
         self.jobs.retry_waiting()
+        self.jobs.retry_unfinished()
         self.leases.tick(self.config, now, self.jobs.take_over)
         self.jobs.start_ready()
         healthy = True
@@ -335,7 +338,7 @@ class Service:
     def _queued(self) -> int:
         """Claimed jobs not yet handed to a worker: the queue plus those parked by a fault."""
         assert self.jobs is not None
-        return len(self.jobs.queue) + len(self.jobs.waiting)
+        return len(self.jobs.queue) + len(self.jobs.waiting) + len(self.jobs.unfinished)
 
     def _gated(self) -> bool:
         """More than half of ``queue_limit`` is queued: a listing now could claim little, so
@@ -410,7 +413,7 @@ class Service:
         assert self.jobs is not None
         return (all(s.scanned or s.missing or s.refused for s in self.inboxes.values())
                 and not self._pending() and not self.jobs.queue and not self.jobs.running
-                and not len(self.jobs.waiting))
+                and not len(self.jobs.waiting) and not len(self.jobs.unfinished))
 
     def _timeout(self) -> float:
         assert self.jobs is not None
@@ -425,9 +428,9 @@ class Service:
                     timeout = min(timeout, max(state.next_poll - now, 0.02))
         if self.supervisor.running:
             timeout = min(timeout, 0.25)  # enforce job deadlines
-        due = self.jobs.waiting.next_due()
-        if due is not None:
-            timeout = min(timeout, due - now)
+        for due in (self.jobs.waiting.next_due(), self.jobs.unfinished.next_due(now)):
+            if due is not None:
+                timeout = min(timeout, due - now)
         timeout = min(timeout, self.leases.next_beat - now)
         if self.notifier.watchdog_interval:
             timeout = min(timeout, self.notifier.watchdog_interval / 2)
@@ -444,12 +447,12 @@ class Service:
                    if s.refused and not s.missing]
         refused += [f"outbox of rule {name} not used: {reason}"
                     for name, reason in self.jobs.refused_rules.items()]
-        return missing + refused + self.jobs.waiting.describe()
+        return missing + refused + self.jobs.waiting.describe() + self.jobs.unfinished.describe()
 
     def _status_text(self) -> str:
         assert self.jobs is not None
         text = (f"queued={len(self.jobs.queue)} running={len(self.jobs.running)} "
-                f"waiting={len(self.jobs.waiting)} pending={self._pending()} "
+                f"waiting={len(self.jobs.waiting) + len(self.jobs.unfinished)} pending={self._pending()} "
                 f"done={self.jobs.done} failed={self.jobs.failed}")
         return "; ".join([text, *self._problems()])
 
@@ -495,7 +498,7 @@ class Service:
         self.inboxes = self._states(new)
         if self.watcher is not None:
             self.watcher.stop()
-            self.watcher = Watcher(new.inboxes, self.hints, self.log)
+            self.watcher = Watcher(new.inboxes, self.hints, self.log, self.signals)
             self.watcher.start()
         self.log.info("config.reloaded", inboxes=[i.name for i in new.inboxes],
                       rules=[r.name for r in new.rules], workers=new.workers)

@@ -1,9 +1,12 @@
-"""watchdog observers as *hints*: an event only says "rescan this inbox soon".
+"""watchdog observers as *hints*: an event says "rescan this inbox soon", and on inotify
+inboxes also whether a file's writer is done (``signals.py``).
 
 Why hints only: events come early (created before the writer finished), twice, or never
-(inotify overflow; writes by another host on NFS/SMB). The intake's scan is the truth. The
-handler is O(1), never raises (an exception kills watchdog's dispatcher thread for good) and
-never blocks; the main loop checks the observers every tick and rebuilds a dead one.
+(inotify overflow; writes by another host on NFS/SMB). The intake's scan is the truth; the
+completion signals only make it wait longer (a file open for writing) or shorter (a file
+renamed in). The handler is O(1), never raises (an exception kills watchdog's dispatcher
+thread for good) and never blocks; the main loop checks the observers every tick and
+rebuilds a dead one.
 ``observer: auto`` polls where inotify is blind: inboxes on nfs, cifs, smb3 or fuse mounts.
 """
 
@@ -22,6 +25,7 @@ from watchdog.observers.polling import PollingObserver
 
 from smaskd.config import Inbox
 from smaskd.daemon.mounts import fs_type, is_network_fs
+from smaskd.daemon.signals import Completion
 
 __all__ = ["Hints", "Watcher", "choose_observer"]
 
@@ -86,14 +90,45 @@ class Hints:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, inbox: Inbox, hints: Hints) -> None:
-        self.inbox, self.hints = inbox, hints
+    """Hints for one inbox; with ``signals`` (inotify only) also its completion signals."""
+
+    def __init__(self, inbox: Inbox, hints: Hints, signals: Completion | None = None) -> None:
+        self.inbox, self.hints, self.signals = inbox, hints, signals
         self.own = tuple(str(p) + os.sep for p in (inbox.path / ".smaskd", inbox.done_dir,
                                                     inbox.failed_dir))
         self.root = str(inbox.path)
 
+    def _mine(self, path: str) -> bool:
+        """A name the intake may claim: in the inbox (or below it when recursive), not ours."""
+        return bool(path) and not path.startswith(self.own) and (
+            self.inbox.recursive or os.path.dirname(path) == self.root)
+
+    def _track(self, event: FileSystemEvent) -> None:
+        """Update the completion signals before the hint wakes the main loop, so the scan
+        it triggers already sees them."""
+        signals = self.signals
+        if signals is None:
+            return
+        kind = event.event_type
+        if kind == "events_lost":
+            signals.lost()
+            return
+        src = os.fsdecode(event.src_path)
+        if event.is_directory or (kind != "moved" and not self._mine(src)):
+            return
+        if kind == "modified":
+            signals.modified(src)
+        elif kind == "closed":
+            signals.closed_after_write(src)
+        elif kind == "moved":
+            dest = os.fsdecode(event.dest_path)
+            signals.moved(src, dest if self._mine(dest) else "")
+        elif kind in ("created", "deleted"):
+            signals.forget(src)
+
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
+            self._track(event)
             if event.event_type in _NOT_HINTS:
                 return
             path = os.fsdecode(getattr(event, "dest_path", "") or event.src_path)
@@ -108,32 +143,40 @@ class _Handler(FileSystemEventHandler):
 class _OverflowHandler(logging.Handler):
     """watchdog logs, but does not replay, an inotify queue overflow: rescan everything."""
 
-    def __init__(self, hints: Hints) -> None:
+    def __init__(self, hints: Hints, signals: Completion) -> None:
         super().__init__(logging.WARNING)
-        self.hints = hints
+        self.hints, self.signals = hints, signals
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             if "overflow" in record.getMessage().lower():
+                self.signals.lost()
                 self.hints.mark(None)
         except Exception:  # noqa: BLE001
             pass
 
 
 class Watcher:
-    """One inotify observer and one polling observer shared by all inboxes."""
+    """One inotify observer and one polling observer shared by all inboxes.
 
-    def __init__(self, inboxes: tuple[Inbox, ...], hints: Hints, log: Any) -> None:
+    ``signals`` collects the completion signals of the inotify inboxes; it is forgotten
+    whenever the observers are (re)started, since events may have been missed meanwhile.
+    """
+
+    def __init__(self, inboxes: tuple[Inbox, ...], hints: Hints, log: Any,
+                 signals: Completion | None = None) -> None:
         self.inboxes, self.hints, self.log = inboxes, hints, log
+        self.signals = signals if signals is not None else Completion()
         self.modes: dict[str, str] = {}
         self.observers: dict[str, Any] = {}
-        self._overflow = _OverflowHandler(hints)
+        self._overflow = _OverflowHandler(hints, self.signals)
 
     def start(self) -> None:
         overflow_log = logging.getLogger(OVERFLOW_LOGGER)
         overflow_log.addHandler(self._overflow)
         if overflow_log.getEffectiveLevel() > logging.WARNING:  # a quiet log_level must not
             overflow_log.setLevel(logging.WARNING)               # silence the rescan trigger
+        self.signals.lost()
         for inbox in self.inboxes:
             if self.root_missing(inbox):
                 # Nothing to watch, and watching would need the folder: the main loop notices
@@ -165,8 +208,8 @@ class Watcher:
         if mode not in self.observers:
             if mode == "polling":
                 obs = PollingObserver(timeout=min(self.settle_hint(), 2.0))
-            else:
-                obs = Observer()
+            else:  # full events: a move in from outside is a move, not a "created"
+                obs = Observer(generate_full_events=True)
             obs.daemon = True
             obs.start()
             self.observers[mode] = obs
@@ -181,8 +224,8 @@ class Watcher:
         # .smaskd/processing/ must pair with their IN_MOVED_TO, or watchdog holds each unpaired
         # IN_MOVED_FROM for 0.5 s and every later event queues behind it. Polling needs no pairing.
         recursive = inbox.recursive or mode == "inotify"
-        self._observer(mode).schedule(_Handler(inbox, self.hints), str(inbox.path),
-                                      recursive=recursive)
+        handler = _Handler(inbox, self.hints, self.signals if mode == "inotify" else None)
+        self._observer(mode).schedule(handler, str(inbox.path), recursive=recursive)
 
     def healthy(self) -> bool:
         return all(obs.is_alive() for obs in self.observers.values())
