@@ -5,10 +5,13 @@ Run by hand from the repository root:
     .venv/bin/python benchmarks/daemon_latency.py                 # 200 latency + 1000 throughput
     .venv/bin/python benchmarks/daemon_latency.py --latency 20 --throughput 100   # smoke
 
-In a temporary folder it writes a config (one inbox, ``settle: 0``, ``workers: 2``, one
-export rule), starts the daemon as a subprocess (``NOTIFY_SOCKET`` is set to a socket of
-ours, so READY=1 is seen when the daemon sends it; otherwise a warm-up file tells when it
-works), then:
+First it times the one-shot CLI (``python -m smaskd export f.json -o f.zip``, a new process
+each run, ``--cli-runs`` times) on the same kind of file: what a user would run by hand.
+Then, for each of ``--configs`` (default: ``default`` = no ``settle`` key, so 2 s on a local
+inbox, and ``settle0`` = ``settle: 0s``), in a temporary folder it writes a config (one
+inbox, ``workers: 2``, one export rule), starts the daemon as a subprocess
+(``NOTIFY_SOCKET`` is set to a socket of ours, so READY=1 is seen when the daemon sends it;
+otherwise a warm-up file tells when it works), then:
 
 1. latency: drops files one at a time (written to a hidden ``.tmp`` name, then renamed into
    the inbox) and polls the outbox every 2 ms for ``<stem>.zip``: drop-to-outbox p50, p95, max;
@@ -18,7 +21,8 @@ works), then:
 Every input is a small Datumaro JSON (one 64×48 frame, 4 shapes) with distinct content, so
 the daemon's duplicate detection does not short-cut any of them. Bounded: each phase has a
 deadline; the daemon is stopped with SIGTERM (SIGKILL after 30 s). Prints a Markdown table
-and writes ``benchmarks/.work/daemon-<UTC time>.json``.
+(each config's latency p50 beside the CLI's wall p50) and writes
+``benchmarks/.work/daemon-<UTC time>.json``.
 """
 
 from __future__ import annotations
@@ -50,8 +54,7 @@ workers: 2
 state_dir: {state}
 inboxes:
   - name: bench
-    path: {inbox}
-    settle: 0s
+    path: {inbox}{settle}
 rules:
   - name: bench-export
     match: {{inbox: bench, glob: "*.json"}}
@@ -209,35 +212,23 @@ def summary(lat_s: list[float]) -> dict:
     return {"n": len(ms), "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95), "max_ms": max(ms, default=float("nan")),
             "mean_ms": statistics.fmean(ms) if ms else float("nan")}
 
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--latency", type=int, default=200, help="files dropped one at a time")
-    ap.add_argument("--throughput", type=int, default=1000, help="files dropped at once")
-    ap.add_argument("--timeout", type=float, default=30.0, help="per-file wait in the latency phase")
-    ap.add_argument("--phase-timeout", type=float, default=600.0, help="throughput phase deadline")
-    ap.add_argument("--temp-outside", action="store_true",
-                    help="write temp files in a sibling folder and rename them into the inbox "
-                         "(the inbox then sees only IN_MOVED_TO, no IN_MOVED_FROM)")
-    ap.add_argument("--keep", action="store_true", help="keep the temp folder (prints its path)")
-    args = ap.parse_args(argv)
-    WORK.mkdir(parents=True, exist_ok=True)
-
+def run_daemon(args: argparse.Namespace, label: str, settle: str | None,
+               payloads: list[bytes]) -> tuple[dict, int, Path]:
+    """One daemon run on a config with ``settle`` (None: the default): warm-up, latency,
+    throughput. Returns (result, rc, temp folder)."""
+    global STAGING
     tmp = Path(tempfile.mkdtemp(prefix="smaskd-bench-"))
     inbox, outbox, state = tmp / "inbox", tmp / "outbox", tmp / "state"
     for d in (inbox, outbox, state):
         d.mkdir()
-    global STAGING
     if args.temp_outside:
         STAGING = tmp / "staging"
         STAGING.mkdir()
     cfg = tmp / "cfg.yaml"
-    cfg.write_text(CONFIG.format(inbox=inbox, outbox=outbox, state=state))
-    total = 4 + args.latency + args.throughput
-    t0 = time.perf_counter()
-    payloads = [small_doc(n) for n in range(total)]
-    print(f"prepared {total} inputs ({sum(map(len, payloads)) / total / 1024:.1f} KiB each) "
-          f"in {time.perf_counter() - t0:.1f} s; folder {tmp}", flush=True)
+    cfg.write_text(CONFIG.format(inbox=inbox, outbox=outbox, state=state,
+                                 settle="" if settle is None else f"\n    settle: {settle}"))
+    WALL.clear()
+    print(f"\n## config: {label}; folder {tmp}", flush=True)
 
     def _interrupted(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -265,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             sampling.wait(0.1)
 
     threading.Thread(target=sample, daemon=True).start()
-    result: dict = {"date_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+    result: dict = {"config": label, "date_utc": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
                     "cpus": os.cpu_count(), "cmd": cmd}
     rc = 0
     try:
@@ -369,29 +360,94 @@ def main(argv: list[str] | None = None) -> int:
         result["daemon_stderr_tail"] = err[-5:]
         if rc and err:
             print("daemon stderr (tail):\n  " + "\n  ".join(err[-10:]), flush=True)
-    out = WORK / f"daemon-{result['date_utc'].replace(':', '').replace('-', '')[:15]}Z.json"
-    out.write_text(json.dumps(result, indent=1))
-    if "latency" in result:
-        la, tp = result["latency"], result.get("throughput", {})
-        print("\n| measure | n | p50 ms | p95 ms | max ms | files/s |\n|---|---:|---:|---:|---:|---:|")
-        print(f"| drop-to-outbox, one at a time | {la['n']} | {la['p50_ms']:.0f} | {la['p95_ms']:.0f} "
-              f"| {la['max_ms']:.0f} | — |")
-        if tp:
-            print(f"| {tp['files']} dropped at once | {tp['done']} | {tp['p50_ms']:.0f} | {tp['p95_ms']:.0f} "
-                  f"| {tp['max_ms']:.0f} | {tp['files_per_s']:.1f} |")
-        br = result.get("latency_breakdown", {})
-        if br:
-            print("\none at a time, from the job logs: "
-                  + ", ".join(f"{k} p50 {v['p50_ms']:.0f} ms" for k, v in br.items()))
-        print(f"\ndaemon tree RSS peak {result['daemon_tree_rss_mb']:.0f} MB; "
-              f"stopped in {result['stop_s']:.2f} s with rc {result['daemon_rc']}")
-    print(f"results: {out}")
-    if args.keep:
-        print(f"kept {tmp}")
-    else:
+    return result, rc, tmp
+
+
+def cli_wall(payload: bytes, runs: int) -> dict:
+    """Wall time of the one-shot CLI on the same kind of file: ``python -m smaskd export
+    f.json -o f.zip`` as a new process each time (what a user runs by hand)."""
+    tmp = Path(tempfile.mkdtemp(prefix="smaskd-cli-"))
+    try:
+        src = tmp / "cli.json"
+        src.write_bytes(payload)
+        walls = []
+        for i in range(runs + 1):
+            t = time.perf_counter()
+            subprocess.run([project_python(), "-m", "smaskd", "export", str(src), "-o",
+                            str(tmp / f"cli{i}.zip")], check=True, capture_output=True)
+            if i:  # the first run warms the page cache, as the daemon's warm-up files do
+                walls.append(time.perf_counter() - t)
+    finally:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
+    return summary(walls)
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--latency", type=int, default=200, help="files dropped one at a time")
+    ap.add_argument("--throughput", type=int, default=1000, help="files dropped at once")
+    ap.add_argument("--timeout", type=float, default=30.0, help="per-file wait in the latency phase")
+    ap.add_argument("--phase-timeout", type=float, default=600.0, help="throughput phase deadline")
+    ap.add_argument("--temp-outside", action="store_true",
+                    help="write temp files in a sibling folder and rename them into the inbox "
+                         "(the inbox then sees only IN_MOVED_TO, no IN_MOVED_FROM)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp folder (prints its path)")
+    ap.add_argument("--configs", default="default,settle0",
+                    help="comma-separated: default (no settle key: 2 s on a local inbox), "
+                         "settle0 (settle: 0s), or a duration to use as settle")
+    ap.add_argument("--cli-runs", type=int, default=10,
+                    help="one-shot CLI runs on the same kind of file, for comparison")
+    args = ap.parse_args(argv)
+    WORK.mkdir(parents=True, exist_ok=True)
+
+    configs = [c for c in args.configs.split(",") if c]
+    per_config = 4 + args.latency + args.throughput
+    t0 = time.perf_counter()
+    payloads = [small_doc(n) for n in range(per_config + 1)]
+    print(f"prepared {len(payloads)} inputs ({sum(map(len, payloads)) / len(payloads) / 1024:.1f}"
+          f" KiB each) in {time.perf_counter() - t0:.1f} s", flush=True)
+    cli = cli_wall(payloads[-1], args.cli_runs)
+    print("one-shot CLI (smaskd export, new process each): "
+          + json.dumps({k: round(v, 1) for k, v in cli.items()}), flush=True)
+    results, rc = [], 0
+    for label in configs:
+        settle = {"default": None, "settle0": "0s"}.get(label, label)
+        result, code, tmp = run_daemon(args, label, settle, payloads[:per_config])
+        results.append(result)
+        rc = rc or code
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    out = WORK / f"daemon-{date}Z.json"
+    out.write_text(json.dumps({"cli": cli, "runs": results}, indent=1))
+    print("\n| config | measure | n | p50 ms | p95 ms | max ms | files/s | p50 / CLI p50 |"
+          "\n|---|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| — | one-shot CLI wall (`smaskd export`) | {cli['n']} | {cli['p50_ms']:.0f} "
+          f"| {cli['p95_ms']:.0f} | {cli['max_ms']:.0f} | — | 1.00 |")
+    for result in results:
+        la, tp = result.get("latency"), result.get("throughput")
+        if la:
+            print(f"| {result['config']} | drop-to-outbox, one at a time | {la['n']} "
+                  f"| {la['p50_ms']:.0f} | {la['p95_ms']:.0f} | {la['max_ms']:.0f} | — "
+                  f"| {la['p50_ms'] / cli['p50_ms']:.2f} |")
+        if tp:
+            print(f"| {result['config']} | {tp['files']} dropped at once | {tp['done']} "
+                  f"| {tp['p50_ms']:.0f} | {tp['p95_ms']:.0f} | {tp['max_ms']:.0f} "
+                  f"| {tp['files_per_s']:.1f} | — |")
+    for result in results:
+        br = result.get("latency_breakdown", {})
+        if br:
+            print(f"\n{result['config']}, one at a time, from the job logs: "
+                  + ", ".join(f"{k} p50 {v['p50_ms']:.0f} ms" for k, v in br.items()))
+        if "daemon_tree_rss_mb" in result:
+            print(f"{result['config']}: daemon tree RSS peak {result['daemon_tree_rss_mb']:.0f} MB;"
+                  f" stopped in {result['stop_s']:.2f} s with rc {result['daemon_rc']}")
+    print(f"results: {out}")
     return rc
 
 

@@ -10,6 +10,12 @@ job, decides when to let them all go: 1 s after the fault, then doubling up to
 ``fault_backoff``. The doubling survives a release until a job gets all the way through,
 so a probe that passes while real writes still fail (4 KiB free, a 40 MB result) backs off
 as well instead of looping once a second.
+
+Transient I/O errors (EIO, ESTALE, EBUSY, ETIMEDOUT: a share that hiccups) are faults too:
+reading an input that fails so waits behind a ``read`` probe of that input, never fails it.
+A worker that crashed or timed out waits behind an ``after`` fault (no probe: only time) before
+its retry. Every delay is jittered (±25 %), so jobs parked together do not retry in lockstep
+against a share that is just coming back.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import stat
 import time
 from dataclasses import dataclass, field
@@ -25,10 +32,13 @@ from typing import Any, Callable
 
 from smaskd.config import Inbox
 
-__all__ = ["FAULT_ERRNOS", "Fault", "Waiter", "Waiting", "classify", "probe"]
+__all__ = ["FAULT_ERRNOS", "TRANSIENT_ERRNOS", "Fault", "Waiter", "Waiting", "classify", "probe"]
 
 #: Errors that describe the place a file is written to, never the input being converted.
 FAULT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+#: Errors of the storage, not of the bytes: the same read may well succeed a moment later.
+TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.ESTALE, errno.EBUSY, errno.ETIMEDOUT})
+JITTER = 0.25
 #: Of those, the ones a read can raise as well (an unreadable input is the input's problem).
 _ALSO_ON_READ = frozenset({errno.EACCES, errno.EPERM})
 PROBE_BYTES = 64 * 1024
@@ -40,7 +50,8 @@ class Fault:
     """What blocks a job: ``probe`` says how to test that it is gone.
 
     ``probe`` is ``dir`` (the folder exists: an inbox), ``write`` (a file can be written in it:
-    an outbox, failed/) or ``nolink`` (it is not a symlink: done/, failed/).
+    an outbox, failed/), ``nolink`` (it is not a symlink: done/, failed/), ``read`` (the file
+    can be read: a claimed input) or ``after`` (nothing to test: wait, then retry).
     """
 
     label: str  # "outbox", "inbox in", "done folder", ...
@@ -72,9 +83,11 @@ def _under(filename: str, folder: Path) -> bool:
 
 
 def classify(inbox: Inbox, outbox: Path | None,
-             error: BaseException | dict[str, Any] | None) -> Fault | None:
-    """The fault behind ``error`` for a job of ``inbox`` publishing to ``outbox``, or None
-    when the error is the job's own (bad input, a bug) and the job should fail as usual."""
+             error: BaseException | dict[str, Any] | None,
+             source: Path | None = None, name: str = "") -> Fault | None:
+    """The fault behind ``error`` for a job of ``inbox`` publishing to ``outbox`` (its
+    input ``name``, claimed at ``source``), or None when the error is the job's own (bad input, a
+    bug) and the job should fail as usual."""
     if not os.path.isdir(inbox.path):
         return Fault(f"inbox {inbox.name}", inbox.path, "is missing (unmounted share? renamed?)",
                      "dir")
@@ -83,6 +96,14 @@ def classify(inbox: Inbox, outbox: Path | None,
                      f"outbox {outbox} is not created under it", "dir")
     code, filename = _error_fields(error)
     if code is None:
+        return None
+    if code in TRANSIENT_ERRNOS:
+        reason = f"failed with {errno.errorcode.get(code, code)} ({os.strerror(code)}); transient"
+        if outbox is not None and filename is not None and _under(filename, outbox):
+            return Fault("outbox", outbox, reason, "write")
+        if source is not None:
+            return Fault(f"input {name or Path(source).name} of inbox {inbox.name}, claimed as",
+                         Path(source), reason, "read")
         return None
     if code == errno.ELOOP and filename:
         for label, folder in (("done folder", inbox.done_dir), ("failed folder", inbox.failed_dir)):
@@ -109,6 +130,10 @@ def classify(inbox: Inbox, outbox: Path | None,
 def probe(fault: Fault) -> str | None:
     """None if the fault is gone, else why it is not (a fresh reason for the status)."""
     path = fault.path
+    if fault.probe == "after":
+        return None
+    if fault.probe == "read":
+        return _probe_read(path)
     if fault.probe == "dir":
         return None if os.path.isdir(path) else "is missing"
     if fault.probe == "nolink":
@@ -140,6 +165,29 @@ def probe(fault: Fault) -> str | None:
         with contextlib.suppress(OSError):
             os.unlink(name)
     return None
+
+
+def _probe_read(path: Path) -> str | None:
+    """Read the head and the tail of the file (never through a symlink)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None  # gone: the job finds out and reports the claim as lost
+    except OSError as e:
+        return f"cannot be opened: {e.strerror}"
+    try:
+        size = os.fstat(fd).st_size
+        os.pread(fd, PROBE_BYTES, 0)
+        os.pread(fd, PROBE_BYTES, max(0, size - PROBE_BYTES))
+    except OSError as e:
+        return f"failed with {errno.errorcode.get(e.errno or 0, e.errno)} ({e.strerror})"
+    finally:
+        os.close(fd)
+    return None
+
+
+def _jittered(delay: float) -> float:
+    return delay * random.uniform(1 - JITTER, 1 + JITTER)
 
 
 @dataclass(slots=True)
@@ -182,7 +230,8 @@ class Waiting:
             last = self._delays.get(fault.key)
             delay = self.first if last is None else min(self.cap, last * 2)
             self._delays[fault.key] = delay
-            blocker = self.blockers[fault.key] = _Blocker(fault, now, delay, now + delay)
+            blocker = self.blockers[fault.key] = _Blocker(fault, now, delay,
+                                                          now + _jittered(delay))
             self.log.error("fault.blocked", what=fault.label, path=str(fault.path),
                            reason=fault.reason, retry_in_s=delay)
         blocker.waiters.append(waiter)
@@ -215,7 +264,7 @@ class Waiting:
                 continue
             blocker.delay = min(self.cap, blocker.delay * 2)
             self._delays[key] = blocker.delay
-            blocker.next_try = now + blocker.delay
+            blocker.next_try = now + _jittered(blocker.delay)
             if still != blocker.fault.reason:
                 blocker.fault = Fault(blocker.fault.label, blocker.fault.path, still,
                                       blocker.fault.probe)
@@ -225,12 +274,12 @@ class Waiting:
         return freed
 
     def passed(self, *paths: Path | None) -> None:
-        """A job got through these folders: the next fault there starts at 1 s again."""
+        """A job got through these folders (or its input was read): the next fault there
+        starts at 1 s again."""
         if self._delays:
-            for path in paths:
-                if path is not None:
-                    for probe_kind in ("dir", "write", "nolink"):
-                        self._delays.pop((probe_kind, str(path)), None)
+            done = {str(p) for p in paths if p is not None}
+            for key in [k for k in self._delays if k[1] in done]:
+                del self._delays[key]
 
     def next_due(self) -> float | None:
         return min((b.next_try for b in self.blockers.values()), default=None)

@@ -42,20 +42,25 @@ fake_convert        copy the input to the staging name instead of converting
 slow_write          write the staging output in 64 KiB steps every 0.1 s for
                     ``<argument>`` seconds (default 30), then convert normally
 kill_parent         SIGKILL the daemon from inside the worker, then keep going
+read_error          reading the input fails with errno ``<argument>`` (a name: EIO,
+                    ESTALE, ...; default EIO) while the file named by a fourth field
+                    exists (always, without one): a share's transient error, which a
+                    test cannot make without FUSE or a failing block device
 ==================  ====================================================================
 """
 
 from __future__ import annotations
 
+import errno
 import os
 
-__all__ = ["CRASH_POINTS", "WORKER_FAULTS", "crash_point", "worker_faults"]
+__all__ = ["CRASH_POINTS", "WORKER_FAULTS", "crash_point", "read_fault", "worker_faults"]
 
 CRASH_POINTS = ("after_claim", "after_start", "after_temp_write", "before_publish", "mid_publish",
                 "after_publish", "after_journal", "mid_input_move", "after_input_move",
                 "failing", "after_fail_log", "after_fail_move")
 WORKER_FAULTS = ("worker_crash", "worker_segv", "worker_hog", "worker_sleep", "fake_convert",
-                 "slow_write", "kill_parent")
+                 "slow_write", "kill_parent", "read_error")
 _ALIASES = {"exit_before_publish": "before_publish", "exit_after_publish": "after_journal"}
 
 
@@ -81,3 +86,14 @@ def crash_point(point: str, name: str) -> None:
 def worker_faults(name: str) -> list[list[str]]:
     """The worker-side directives that apply to input ``name`` (``[fault, substr, arg...]``)."""
     return [d for d in _directives(name) if d[0] in WORKER_FAULTS]
+
+
+def read_fault(name: str, path: str) -> None:
+    """Raise ``read_error``'s OSError for input ``name`` (read at ``path``), if one is set."""
+    for directive in _directives(name):
+        if directive[0] != "read_error":
+            continue
+        if len(directive) > 3 and not os.path.exists(directive[3]):
+            continue
+        code = getattr(errno, directive[2] if len(directive) > 2 and directive[2] else "EIO")
+        raise OSError(code, os.strerror(code), path)

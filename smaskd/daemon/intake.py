@@ -15,6 +15,7 @@ reported by ``lstat`` and never opened.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import functools
 import os
@@ -81,8 +82,13 @@ def _own_dirs(inbox: Inbox) -> set[Path]:
     return {d for d in (inbox.done_dir, inbox.failed_dir) if d.is_relative_to(inbox.path)}
 
 
-def scan_inbox(inbox: Inbox) -> Iterator[Candidate]:
-    """Every non-ignored non-directory name in the inbox (``lstat`` only, nothing opened)."""
+def scan_inbox(inbox: Inbox, skipped: dict[str, str] | None = None) -> Iterator[Candidate]:
+    """Every non-ignored non-directory name in the inbox (``lstat`` only, nothing opened).
+
+    A folder that cannot be listed or followed (no permission, a chain of folders longer
+    than PATH_MAX, a share's error) is skipped, not fatal: the rest of the inbox is still
+    scanned, and ``skipped`` (relative path → reason) tells the caller, which reports it.
+    """
     skip = _own_dirs(inbox)
     ignored = _ignore_regex(tuple(inbox.ignore))
     stack: list[tuple[Path, str]] = [(inbox.path, "")]
@@ -90,7 +96,11 @@ def scan_inbox(inbox: Inbox) -> Iterator[Candidate]:
         folder, prefix = stack.pop()
         try:
             entries = list(os.scandir(folder))
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone since its parent was listed
+        except OSError as e:
+            if skipped is not None:
+                skipped[prefix.rstrip("/") or "."] = _reason(e)
             continue
         for entry in entries:
             if ignored.match(entry.name.lower()):
@@ -98,6 +108,10 @@ def scan_inbox(inbox: Inbox) -> Iterator[Candidate]:
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
+                continue
+            except OSError as e:  # e.g. ENAMETOOLONG: its path is longer than PATH_MAX
+                if skipped is not None:
+                    skipped[prefix + entry.name] = _reason(e)
                 continue
             path = folder / entry.name
             if path in skip:  # our done/ or failed/, even when someone swapped in a symlink
@@ -107,6 +121,18 @@ def scan_inbox(inbox: Inbox) -> Iterator[Candidate]:
                     stack.append((path, f"{prefix}{entry.name}/"))
                 continue
             yield Candidate(path, prefix + entry.name, st)
+
+
+def _reason(error: OSError) -> str:
+    code = errno.errorcode.get(error.errno or 0, str(error.errno))
+    return f"{error.strerror or error} ({code})"
+
+
+def shorten(rel: str, keep: int = 120) -> str:
+    """A relative path fit for a status line: a chain longer than PATH_MAX is 4 KiB long."""
+    if len(rel) <= keep:
+        return rel
+    return f"{rel[: keep // 2]}…{rel[-keep // 2:]} ({len(rel.encode())} bytes)"
 
 
 def looks_complete(path: Path) -> bool:
@@ -170,13 +196,18 @@ class Intake:
     #: Without new events nothing is ready sooner, so the service need not list the inbox
     #: before then: one file still being written must not cost a listing 4 times a second.
     next_due: float = 0.0
+    #: folders (and names) below the inbox the last full listing could not look into:
+    #: relative path → reason (reported once by the service, and in STATUS while they last)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def _listing(self, full: bool) -> Iterator[Candidate]:
         """The inbox's names (``full``), or only those already being watched: between two
         listings nothing else can become ready, and an ``lstat`` of the few files still
         settling is far cheaper than listing an inbox that holds thousands of left files."""
         if full:
-            yield from scan_inbox(self.inbox)
+            skipped: dict[str, str] = {}
+            yield from scan_inbox(self.inbox, skipped)
+            self.skipped = skipped
             return
         for path in list(self.seen):
             try:
@@ -215,7 +246,9 @@ class Intake:
                 pending += 1
                 continue
             if signal == MOVED and cand.kind == "file":
-                settled.append((replace(cand, moved_in=True), _Seen(cand.signature, now)))
+                # watched like a settled file, so a backlog's partial listings still see it
+                seen = self.seen[cand.path] = _Seen(cand.signature, now - self.settle - 1.0)
+                settled.append((replace(cand, moved_in=True), seen))
                 continue
             seen = self.seen.get(cand.path)
             if seen is None or seen.signature != cand.signature:
@@ -264,6 +297,7 @@ class Intake:
         share may hold other bytes under the same names, so everything settles again)."""
         self.seen.clear()
         self.left.clear()
+        self.skipped = {}
         self.backlog = 0
 
     def forget(self, path: Path) -> None:

@@ -168,6 +168,10 @@ class Jobs:
         except SmaskdError as e:
             self.fail(job, describe_error(e))
             return
+        except OSError as e:  # reading its first bytes failed (a share's EIO: backoff.py)
+            if not self._park(job, e, "run"):
+                self.fail(job, describe_error(e))
+            return
         self.journal.update(job.job_id, rule=job.rule.name, action=job.action, state="claimed")
         job.log.debug("job.queued", action=job.action)
         self.queue.append(job)
@@ -246,7 +250,12 @@ class Jobs:
             if retry and job.attempts <= MAX_RETRIES:
                 job.log.warning("job.retry", reason=out.reason, attempt=job.attempts)
                 self.journal.update(job.job_id, state="claimed", error=out.reason)
-                self.queue.append(job)
+                # not at once: a crash loop or a timeout under load gets a pause (1 s, then
+                # doubling per retry of this input, jittered) before the next worker
+                self.waiting.park(Fault("worker for", job.claim_path,
+                                        f"ended: {out.reason}; retry {job.attempts} of "
+                                        f"{MAX_RETRIES} after a pause", "after"),
+                                  Waiter(job, "run"))
             elif not retry:  # draining: leave the claim for the next start
                 self.journal.update(job.job_id, state="claimed")
                 JOB_LOGS.close(job.job_id)
@@ -416,7 +425,8 @@ class Jobs:
         self.journal.update(job.job_id, state="done")
         claims_mod.remove_marker(job.inbox, self.config.host_id, job.job_id)
         self.done += 1
-        self.waiting.passed(job.inbox.path, job.rule.outbox if job.rule else None)
+        self.waiting.passed(job.inbox.path, job.rule.outbox if job.rule else None,
+                            job.claim_path)
         job.log.debug("input.completed", moved_to=where)
 
     def _move_claim(self, job: Job, folder: Path) -> Path:
@@ -587,7 +597,8 @@ class Jobs:
         ``claimed``; a job past ``publishing`` keeps its journal state, which says exactly
         what is left to do, for ``retry_waiting`` and for a restart alike.
         """
-        fault = fault or classify(job.inbox, job.rule.outbox if job.rule else None, error)
+        fault = fault or classify(job.inbox, job.rule.outbox if job.rule else None, error,
+                                  job.claim_path, job.name)
         if fault is None:
             return False
         JOB_LOGS.open(job.job_id)  # keep collecting: the log is written when it finishes

@@ -23,7 +23,7 @@ from typing import Any
 from smaskd.config import Config, Inbox, load_config
 from smaskd.daemon.claims import CLAIM_PREFIX_LEN, lock_processing
 from smaskd.daemon.hosts import Leases
-from smaskd.daemon.intake import Intake
+from smaskd.daemon.intake import Intake, shorten
 from smaskd.daemon.jobs import Jobs
 from smaskd.daemon.journal import Journal
 from smaskd.daemon.notify import Notifier
@@ -56,6 +56,7 @@ class _InboxState:
     refused: str | None = None  # why it aliases another folder now (overlaps.py): not scanned
     denied: str | None = None  # a permission problem, said once (permissions.py)
     denied_files: set[Path] = field(default_factory=set)  # left in place because of it
+    reported: set[str] = field(default_factory=set)  # skipped folders logged
 
 
 def _effective(inbox: Inbox) -> tuple[float, float]:
@@ -374,6 +375,7 @@ class Service:
                 state.denied_files &= set(state.intake.seen) | set(state.intake.left)
                 if not state.denied_files and state.denied:
                     self._allow(state)
+            self._report_skipped(state)
             # a backlog (over queue_limit) polls at the normal pace; files settling or not
             # yet complete only when one of them can have become ready (events come sooner)
             due = now if state.intake.backlog else state.intake.next_due
@@ -404,6 +406,18 @@ class Service:
                     state.denied_files.discard(cand.path)
                     if not state.denied_files:
                         self._allow(state)
+
+    def _report_skipped(self, state: _InboxState) -> None:
+        """Log each folder the scan had to skip once, when first seen (STATUS lists them
+        while they last), and once more when it can be listed again."""
+        skipped = state.intake.skipped
+        for rel in skipped.keys() - state.reported:
+            self.log.error("inbox.folder_skipped", inbox=state.inbox.name, folder=shorten(rel),
+                           reason=skipped[rel],
+                           action="not scanned; the rest of the inbox is")
+        for rel in state.reported - skipped.keys():
+            self.log.info("inbox.folder_back", inbox=state.inbox.name, folder=shorten(rel))
+        state.reported = set(skipped)
 
     def _pending(self) -> int:
         """Files in the inboxes not claimed yet: settling, or ready but over the queue limit."""
@@ -447,6 +461,12 @@ class Service:
                    if s.refused and not s.missing]
         refused += [f"outbox of rule {name} not used: {reason}"
                     for name, reason in self.jobs.refused_rules.items()]
+        for s in self.inboxes.values():
+            skipped = sorted(s.intake.skipped.items())
+            missing += [f"inbox {s.inbox.name}: {shorten(rel)} cannot be listed or followed "
+                        f"({why}); skipped" for rel, why in skipped[:5]]
+            if len(skipped) > 5:
+                missing.append(f"inbox {s.inbox.name}: {len(skipped) - 5} more folders skipped")
         return missing + refused + self.jobs.waiting.describe() + self.jobs.unfinished.describe()
 
     def _status_text(self) -> str:

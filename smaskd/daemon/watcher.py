@@ -21,7 +21,7 @@ from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
 from smaskd.config import Inbox
 from smaskd.daemon.mounts import fs_type, is_network_fs
@@ -140,6 +140,18 @@ class _Handler(FileSystemEventHandler):
             pass
 
 
+def _listdir_skipping(roots: frozenset[str]) -> Any:
+    def listdir(path: Any) -> Any:
+        try:
+            return os.scandir(path)
+        except OSError as e:
+            if os.fsdecode(path) in roots or e.errno in (errno.ENOENT, errno.ENOTDIR,
+                                                         errno.EINVAL):
+                raise  # the inbox itself, or a folder that is gone: watchdog handles these
+            return iter(())
+    return listdir
+
+
 class _OverflowHandler(logging.Handler):
     """watchdog logs, but does not replay, an inotify queue overflow: rescan everything."""
 
@@ -207,7 +219,12 @@ class Watcher:
     def _observer(self, mode: str) -> Any:
         if mode not in self.observers:
             if mode == "polling":
-                obs = PollingObserver(timeout=min(self.settle_hint(), 2.0))
+                # PollingObserver with a listing that skips a sub-folder it cannot read:
+                # watchdog's own raises, and one such folder would end every snapshot of
+                # the inbox (the intake skips and reports it the same way)
+                obs = PollingObserverVFS(os.stat, _listdir_skipping(
+                    frozenset(str(i.path) for i in self.inboxes)),
+                    polling_interval=min(self.settle_hint(), 2.0))
             else:  # full events: a move in from outside is a move, not a "created"
                 obs = Observer(generate_full_events=True)
             obs.daemon = True

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from smaskd.convert import ConvertOptions
-from smaskd.daemon.faults import worker_faults
+from smaskd.daemon.backoff import TRANSIENT_ERRNOS
+from smaskd.daemon.faults import read_fault, worker_faults
 from smaskd.procs import die_with_parent, keep_heap_between_items
 
 __all__ = ["JobSpec", "Outcome", "Supervisor", "describe_error", "memory_error", "worker_main"]
@@ -101,6 +102,10 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     }
     if not isinstance(exc, SmaskdError):
         data["traceback"] = "".join(traceback.format_exception(exc))[-16384:]
+    context = exc.__context__
+    if isinstance(exc, SmaskdError) and isinstance(context, OSError) \
+            and context.errno in TRANSIENT_ERRNOS:
+        exc = context  # "cannot read file: Input/output error": the share's fault, say so
     if isinstance(exc, OSError) and exc.errno is not None:
         # The daemon tells "the outbox is full / not writable" (wait and retry, backoff.py)
         # from "this input is bad" (fail) by these two, not by parsing the message.
@@ -195,17 +200,21 @@ def _inject(spec: JobSpec, limit: int | None) -> bool:
     return fake
 
 
-def _hash(path: str) -> tuple[str, int]:
+def _hash(path: str, name: str = "") -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
+    read_fault(name, path)  # test-only: an injected EIO/ESTALE/... at the read point
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             from smaskd.errors import InputError
 
             raise InputError("not a regular file", os.path.basename(path))
-        while chunk := os.read(fd, 1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
+        try:
+            while chunk := os.read(fd, 1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+        except OSError as e:  # os.read names no file: the daemon needs it to tell whose fault
+            raise OSError(e.errno, e.strerror, path) from None
     finally:
         os.close(fd)
     return digest.hexdigest(), size
@@ -225,7 +234,7 @@ def worker_main(spec: JobSpec, conn: Connection) -> None:
         structlog.contextvars.bind_contextvars(job_id=spec.job_id, rule=spec.rule,
                                                input=spec.input_name, attempt=spec.attempt)
         log.debug("worker.start", pid=os.getpid(), action=spec.action, rlimit_as=limit)
-        sha256, size = _hash(spec.src)
+        sha256, size = _hash(spec.src, spec.input_name)
         conn.send(("sha256", sha256))
         log.debug("input.hashed", sha256=sha256, size=size)
         fake = _inject(spec, limit)

@@ -130,3 +130,27 @@ def test_between_listings_only_the_watched_files_are_looked_at(tmp_path: Path) -
     ready, _ = intake.poll(t0 + 3.0, full=True)
     assert "b.json" not in [c.rel for c in ready]  # seen now; settles from here
     assert "b.json" in {p.name for p in intake.seen}
+
+
+def test_completion_signals_override_settle(tmp_path: Path) -> None:
+    """Open for writing: never ready, however long; closed: settle from then; renamed in:
+    ready at once, without the completeness guess (a prefix ending in ``}`` included)."""
+    from smaskd.daemon.signals import Completion
+
+    signals = Completion()
+    intake = Intake(Inbox("i", tmp_path), settle=10.0, signals=signals)
+    held, moved = tmp_path / "held.json", tmp_path / "moved.json"
+    held.write_text('{"a": {"b": 1}')
+    signals.modified(str(held))
+    assert intake.poll(now=100.0) == ([], 1)
+    assert intake.poll(now=100000.0) == ([], 1)
+    signals.closed_after_write(str(held))
+    assert intake.poll(now=100001.0) == ([], 1)
+    moved.write_text('{"a": {"b": 1}')
+    signals.moved(str(tmp_path / ".moved.json.tmp"), str(moved))
+    ready, pending = intake.poll(now=100002.0)
+    assert [(c.rel, c.moved_in) for c in ready] == [("moved.json", True)] and pending == 1
+    signals.lost()  # an overflow: nothing known, both are judged by settle and their bytes
+    ready, pending = intake.poll(now=100012.0)  # (which only look complete: unfinished.py)
+    assert sorted((c.rel, c.moved_in) for c in ready) == [("held.json", False),
+                                                          ("moved.json", False)]
