@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from smaskd.config import Inbox
+from smaskd.daemon.dirs import FolderSwapped, recheck
 
 __all__ = ["FAULT_ERRNOS", "TRANSIENT_ERRNOS", "Fault", "Waiter", "Waiting", "classify", "probe"]
 
@@ -51,7 +52,8 @@ class Fault:
 
     ``probe`` is ``dir`` (the folder exists: an inbox), ``write`` (a file can be written in it:
     an outbox, failed/), ``nolink`` (it is not a symlink: done/, failed/), ``read`` (the file
-    can be read: a claimed input) or ``after`` (nothing to test: wait, then retry).
+    can be read: a claimed input), ``after`` (nothing to test: wait, then retry) or ``folder``
+    (the claim area folder is the one we opened again: ``dirs.recheck``).
     """
 
     label: str  # "outbox", "inbox in", "done folder", ...
@@ -97,6 +99,10 @@ def classify(inbox: Inbox, outbox: Path | None,
     code, filename = _error_fields(error)
     if code is None:
         return None
+    if isinstance(error, FolderSwapped) and filename and \
+            Path(filename).is_relative_to(inbox.path / ".smaskd"):
+        return Fault(f"claim folder of inbox {inbox.name}", Path(filename), error.strerror,
+                     "folder")
     if code in TRANSIENT_ERRNOS:
         reason = f"failed with {errno.errorcode.get(code, code)} ({os.strerror(code)}); transient"
         if outbox is not None and filename is not None and _under(filename, outbox):
@@ -134,6 +140,8 @@ def probe(fault: Fault) -> str | None:
         return None
     if fault.probe == "read":
         return _probe_read(path)
+    if fault.probe == "folder":  # the claim area: the same folder as before, or still wait
+        return recheck(path)
     if fault.probe == "dir":
         return None if os.path.isdir(path) else "is missing"
     if fault.probe == "nolink":

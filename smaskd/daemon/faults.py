@@ -29,6 +29,17 @@ after_fail_log      the failed job's log is published, the input is still claime
 after_fail_move     the failed input is in failed/, its ``.error.json`` is not written
 ==================  ====================================================================
 
+Stalls in the daemon (the main loop sleeps ``<argument>`` seconds, default 10, once per
+process, as a host frozen by its hypervisor or a hung share would):
+
+==================  ====================================================================
+stall_publish       a job passed its claim check in ``publish`` and has not decided
+                    to publish yet (the decision marker is not made)
+==================  ====================================================================
+
+Conditions (no input name): ``blind_locks`` makes ``flock`` a no-op, as on a share whose
+locks other hosts cannot see, so only heartbeats and leases speak for a host.
+
 Faults in a worker (``workers.worker_main``), after the input is hashed:
 
 ==================  ====================================================================
@@ -53,12 +64,15 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 
-__all__ = ["CRASH_POINTS", "WORKER_FAULTS", "crash_point", "read_fault", "worker_faults"]
+__all__ = ["CRASH_POINTS", "STALL_POINTS", "WORKER_FAULTS", "crash_point", "fault_active",
+           "read_fault", "stall_point", "worker_faults"]
 
 CRASH_POINTS = ("after_claim", "after_start", "after_temp_write", "before_publish", "mid_publish",
                 "after_publish", "after_journal", "mid_input_move", "after_input_move",
                 "failing", "after_fail_log", "after_fail_move")
+STALL_POINTS = ("stall_publish",)
 WORKER_FAULTS = ("worker_crash", "worker_segv", "worker_hog", "worker_sleep", "fake_convert",
                  "slow_write", "kill_parent", "read_error")
 _ALIASES = {"exit_before_publish": "before_publish", "exit_after_publish": "after_journal"}
@@ -81,6 +95,23 @@ def crash_point(point: str, name: str) -> None:
     assert point in CRASH_POINTS, point
     if any(d[0] == point for d in _directives(name)):
         os._exit(137)
+
+
+_stalled: set[str] = set()
+
+
+def stall_point(point: str, name: str) -> None:
+    """Sleep here (once per process and point) if ``SMASKD_FAULT`` names this point."""
+    assert point in STALL_POINTS, point
+    for d in _directives(name):
+        if d[0] == point and point not in _stalled:
+            _stalled.add(point)
+            time.sleep(float(d[2]) if len(d) > 2 and d[2] else 10.0)
+
+
+def fault_active(condition: str) -> bool:
+    """A condition directive without an input name (``blind_locks``) is set."""
+    return any(d[0] == condition for d in _directives(""))
 
 
 def worker_faults(name: str) -> list[list[str]]:

@@ -16,7 +16,10 @@ host that is merely slow must never lose them while it works on them. So:
   has just started therefore waits one full lease before it takes anything over.
 
 The takeover itself is a rename per claim (``claims.take_over``), so when two hosts decide at
-the same time each claim still goes to exactly one of them.
+the same time each claim still goes to exactly one of them; it is preceded by the claim's
+decision marker (``claims.decide``), so a host that only stalled (its lock invisible to us on
+a share without working locks) and resumes inside ``publish`` finds the claim taken instead of
+publishing a second copy.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,6 +59,7 @@ class Leases:
         self.seq = 0
         self.next_beat = 0.0
         self.watches: dict[tuple[Path, str], _Watch] = {}
+        self.failing: dict[Path, str] = {}  # inbox → the error its last heartbeat met
 
     def beat(self, config: Config) -> None:
         """Rewrite our heartbeat in every inbox (temp + rename: readers see old or new)."""
@@ -64,14 +69,22 @@ class Leases:
         for inbox in config.inboxes:
             if not inbox.path.is_dir():  # an unmounted share: never create anything there
                 continue
-            path = heartbeat_path(inbox, self.host_id)
-            tmp = path.with_name(f".{path.name}.tmp")
+            folder = claims.area(inbox).hosts  # a descriptor: a planted symlink is refused
+            name = f"{self.host_id}.heartbeat"
+            tmp = f".{name}.{secrets.token_hex(4)}.tmp"
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp.write_text(data)
-                os.replace(tmp, path)
+                folder.write_new(tmp, data.encode(), 0o644, sync=False)
+                try:
+                    folder.replace(tmp, name)
+                finally:
+                    folder.unlink(tmp)
             except OSError as e:  # a share that is away: the next beat tries again
-                self.log.warning("heartbeat.failed", inbox=inbox.name, path=str(path), error=str(e))
+                if self.failing.get(inbox.path) != str(e):  # once per cause, not per beat
+                    self.log.warning("heartbeat.failed", inbox=inbox.name,
+                                     path=str(heartbeat_path(inbox, self.host_id)), error=str(e))
+                self.failing[inbox.path] = str(e)
+            else:
+                self.failing.pop(inbox.path, None)
 
     def tick(self, config: Config, now: float, take_over: Callable[[Inbox, str], int]) -> None:
         """Beat when due; then take over the claims of every host whose lease has expired."""
@@ -80,12 +93,15 @@ class Leases:
         self.next_beat = now + config.heartbeat_interval
         self.beat(config)
         for inbox in config.inboxes:
-            for host in list(self._expired(inbox, config.lease, now)):
-                self._take_over(inbox, host, config.lease, now, take_over)
+            try:
+                for host in list(self._expired(inbox, config.lease, now)):
+                    self._take_over(inbox, host, config.lease, now, take_over)
+            except OSError as e:  # a swapped claim area (reported by the service) or a share away
+                self.log.debug("leases.skipped", inbox=inbox.name, error=str(e))
 
     def _signature(self, inbox: Inbox, host: str) -> bytes | None:
         try:
-            return heartbeat_path(inbox, host).read_bytes()
+            return claims.area(inbox).hosts.read_bytes(f"{host}.heartbeat")
         except OSError:
             return None
 

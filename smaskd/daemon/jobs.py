@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from smaskd import __version__
-from smaskd.atomicio import fsync_dir
 from smaskd.config import Config, Inbox, Rule
 from smaskd.convert import output_suffix, resolve_action
 from smaskd.daemon import claims as claims_mod
-from smaskd.daemon import names, outbox, recovery
+from smaskd.daemon import dirs, names, outbox, recovery
 from smaskd.daemon.backoff import Fault, Waiter, Waiting, classify
-from smaskd.daemon.faults import crash_point
+from smaskd.daemon.faults import crash_point, stall_point
 from smaskd.daemon.intake import Candidate, Intake, Signature, looks_complete
 from smaskd.daemon.journal import Journal
 from smaskd.daemon.routing import route, safe_kind
@@ -67,6 +66,8 @@ class Job:
     moved_in: bool = False
     incomplete_since: float | None = None
     settle: float | None = None
+    rel: str = ""  # the path relative to the inbox it was dropped at (routing uses it)
+    taken_from: tuple[str, str] | None = None  # (host, job id) whose claim we took over
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -95,7 +96,7 @@ class Jobs:
     # ------------------------------------------------------------ intake → queue
 
     def _job(self, inbox: Inbox, claim: claims_mod.Claim, size: int) -> Job:
-        job = Job(claim.job_id, inbox, claim.name, claim.path, size=size)
+        job = Job(claim.job_id, inbox, claim.name, claim.path, size=size, rel=claim.rel)
         job.log = self.log.bind(job_id=job.job_id, input=job.name, inbox=inbox.name)
         JOB_LOGS.open(job.job_id)
         return job
@@ -115,11 +116,15 @@ class Jobs:
                 self.log.info("file.unmatched", inbox=inbox.name, path=cand.rel, action="left")
                 intake.leave(cand)
                 return
-        claim = claims_mod.claim(cand.path, inbox, self.config.host_id)
+        claim = claims_mod.claim(cand.path, inbox, self.config.host_id, rel=cand.rel)
         intake.forget(cand.path)
         if claim is None:
             self.log.debug("claim.lost", inbox=inbox.name, path=cand.rel)
             return
+        if claim.rel != cand.rel:  # too deep to fit in a claim name: routed by name later
+            self.log.warning("claim.path_not_kept", inbox=inbox.name, path=cand.rel,
+                             reason="the path does not fit in a claim name (255 bytes); a "
+                                    "restart or takeover routes it by its name alone")
         crash_point("after_claim", claim.name)
         self.journal.add(claim.job_id, self.config.host_id, inbox.name, claim.name, claim.path,
                          cand.st.st_size)
@@ -131,7 +136,7 @@ class Jobs:
         job.log.debug("job.claimed", path=cand.rel, size=job.size, claim=str(claim.path),
                       complete="renamed in" if cand.moved_in else "settled")
         if cand.kind == "symlink":
-            target = os.readlink(claim.path)
+            target = os.readlink(claim.path.name, dir_fd=self._claim_dir(job).fd())
             self.fail(job, {"type": "UnsafeInput", "class": "input", "where": job.name,
                             "message": f"a symlink (to {target!r}); symlinks are never followed"})
             return
@@ -140,14 +145,15 @@ class Jobs:
     def _prepare(self, job: Job) -> None:
         """Route (if not yet), check limits, resolve ``auto``; queue or fail."""
         if job.rule is None:
-            job.rule = route(self.config, job.inbox.name, job.name, lambda: safe_kind(job.claim_path))
+            job.rule = route(self.config, job.inbox.name, job.rel or job.name,
+                             lambda: safe_kind(job.claim_path))
         if job.rule is None:
             self.fail(job, {"type": "NoRuleMatched", "class": "routing", "where": job.name,
                             "message": "no rule matched this file (unmatched: fail)"})
             return
         job.log = job.log.bind(rule=job.rule.name)
         try:
-            st = os.lstat(job.claim_path)
+            st = self._claim_dir(job).lstat(job.claim_path.name)
         except FileNotFoundError:
             job.log.warning("claim.vanished")
             JOB_LOGS.close(job.job_id)
@@ -212,7 +218,7 @@ class Jobs:
             job.claim_signature = signature_of(job.claim_path)
         # The outbox itself, never its parents: under an unmounted share's mount point a
         # local folder would swallow the results (the parent missing is a fault: _park).
-        job.rule.outbox.mkdir(exist_ok=True)
+        dirs.place(job.rule.outbox).fd()
         staging = outbox.staging_path(job.rule.outbox, job.job_id, output_suffix(job.action))
         spec = JobSpec(job.job_id, job.rule.name, job.name, str(job.claim_path), str(staging),
                        job.action, replace(job.rule.options, source_name=job.name),
@@ -315,9 +321,10 @@ class Jobs:
             self._park(job, None, "publish", out, refused)
             return
         crash_point("after_temp_write", job.name)
-        if not os.path.lexists(job.claim_path):
+        if not self._claim_dir(job).exists(job.claim_path.name):
             self._lost(job, "the claimed input is gone (taken over by another host after a stall?)")
             return
+        stall_point("stall_publish", job.name)
         rule, result = job.rule, out.result or {}
         box = rule.outbox
         suffix = output_suffix(job.action)
@@ -340,13 +347,13 @@ class Jobs:
         chosen = outbox.pick_names(box, stem, [suffix, LOG_SUFFIX], on_conflict)
         plan: list[list[str]] = []
         if chosen is None:  # on_conflict: skip
-            os.unlink(staging)
+            dirs.place(box).unlink(staging.name, missing_ok=False)
             job.log.info("output.skipped", reason="exists", name=f"{stem}{suffix}")
             log_stem = outbox.pick_names(box, stem, [LOG_SUFFIX], "rename")
             outputs = []
         else:
             log_stem = chosen
-            fd = os.open(staging, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = dirs.place(box).open(staging.name, os.O_RDONLY)
             try:
                 os.fchmod(fd, self.config.file_mode)
                 os.fsync(fd)
@@ -364,7 +371,8 @@ class Jobs:
         log_staging = outbox.staging_path(box, job.job_id, LOG_SUFFIX)
         outbox.write_staging(log_staging, self._log_bytes(job, summary, "info"), self.config.file_mode)
         plan.append([str(log_staging), str(log_final)])
-        self._record_plan(job, "publishing", plan, "outbox")
+        if not self._record_plan(job, "publishing", plan, "outbox"):
+            return
         crash_point("before_publish", job.name)
         self._publish_plan(plan, on_conflict == "replace", job.name)
         crash_point("after_publish", job.name)
@@ -374,21 +382,40 @@ class Jobs:
         self.log.info("job.done", **{k: v for k, v in summary.items() if k != "event"})
 
     def _record_plan(self, job: Job, state: str, plan: list[list[str]], folder: str,
-                     error: dict[str, Any] | None = None) -> None:
-        """Journal the plan (for our own restart) and mark it beside the claim (for a host
-        that may take the claim over if we die; names only, its mount point may differ)."""
+                     error: dict[str, Any] | None = None) -> bool:
+        """Decide to publish (or fail): create the job's decision marker beside the claim,
+        holding the plan (for a host that may take the claim over if we die; names only, its
+        mount point may differ), then journal it (for our own restart). False, with the job
+        dropped, when a taker decided first (we stalled past our lease): see claims.py."""
+        marker = {"state": state, "name": job.name, "rel": job.rel,
+                  "rule": job.rule.name if job.rule else None,
+                  "action": job.action, "attempts": job.attempts, "sha256": job.sha256,
+                  "folder": folder, "pairs": [[Path(a).name, Path(b).name] for a, b in plan],
+                  "error": error, "host_id": self.config.host_id, "job_id": job.job_id}
+        taken = claims_mod.decide(job.inbox, self.config.host_id, job.job_id, marker,
+                                  claim_name=job.claim_path.name)
+        if taken is not None:
+            claims_mod.remove_marker(job.inbox, self.config.host_id, job.job_id)
+            by = (f"host {taken['host_id']!r} (as job {taken.get('job_id')!r})"
+                  if taken.get("host_id") else "another host")
+            self._lost(job, f"taken over by {by} before this host decided to publish "
+                            "(it stalled past its lease)")
+            return False
         fields: dict[str, Any] = {"state": state, "outputs": plan}
         if error is not None:
             fields.update(detail=error, error=f"{error.get('type')}: {self._reason(error)}")
         self.journal.update(job.job_id, **fields)
-        marker = {"state": state, "name": job.name, "rule": job.rule.name if job.rule else None,
-                  "action": job.action, "attempts": job.attempts, "sha256": job.sha256,
-                  "folder": folder, "pairs": [[Path(a).name, Path(b).name] for a, b in plan],
-                  "error": error, "host_id": self.config.host_id, "job_id": job.job_id}
-        try:
-            claims_mod.write_marker(job.inbox, self.config.host_id, job.job_id, marker)
-        except OSError as e:  # only a takeover needs it; our own restart has the journal
-            job.log.warning("marker.write_failed", error=str(e))
+        return True
+
+    def _claim_dir(self, job: Job) -> dirs.Folder:
+        """This host's claim folder, through its (pinned) descriptor."""
+        return claims_mod.area(job.inbox).host(self.config.host_id)
+
+    def _release_markers(self, job: Job) -> None:
+        """The job is over: its decision marker, and the tombstone of the claim it took over."""
+        claims_mod.remove_marker(job.inbox, self.config.host_id, job.job_id)
+        if job.taken_from is not None:
+            claims_mod.remove_marker(job.inbox, *job.taken_from)
 
     def _publish_plan(self, plan: list[list[str]], replace: bool, name: str = "") -> list[str]:
         """Rename each staged file to its planned name; skip those done before a crash."""
@@ -396,7 +423,7 @@ class Jobs:
         for i, (staging, final) in enumerate(plan):
             if i == 1:
                 crash_point("mid_publish", name)
-            if not os.path.lexists(staging):
+            if not dirs.place(Path(staging).parent).exists(Path(staging).name):
                 finals.append(final)  # published before a crash
                 continue
             try:
@@ -416,14 +443,13 @@ class Jobs:
     def complete(self, job: Job) -> None:
         """The input's completion action; runs only after the journal says ``published``."""
         if job.rule is not None and job.rule.on_success == "delete":
-            with contextlib.suppress(FileNotFoundError):  # deleted before a crash
-                os.unlink(job.claim_path)
+            self._claim_dir(job).unlink(job.claim_path.name)  # missing: deleted before a crash
             where = None
         else:
             where = str(self._move_claim(job, job.inbox.done_dir))
         crash_point("after_input_move", job.name)
         self.journal.update(job.job_id, state="done")
-        claims_mod.remove_marker(job.inbox, self.config.host_id, job.job_id)
+        self._release_markers(job)
         self.done += 1
         self.waiting.passed(job.inbox.path, job.rule.outbox if job.rule else None,
                             job.claim_path)
@@ -437,47 +463,36 @@ class Jobs:
         """
         row = self.journal.get(job.job_id)
         recorded = Path(row.moved_to) if row is not None and row.moved_to else None
+        src, name = self._claim_dir(job), job.claim_path.name
         try:
-            st = os.lstat(job.claim_path)
+            st = src.lstat(name)
         except FileNotFoundError:
             return recorded or folder / job.name  # moved before a crash
         if recorded is None and st.st_nlink > 1:  # crashed between link and journal
             recorded = self._linked_copy(st, folder, job.name)
         if recorded is not None and outbox.same_inode(st, recorded):
-            os.unlink(job.claim_path)
-            fsync_dir(folder)
+            src.unlink(name)
+            dirs.place(folder).sync()
             self.journal.update(job.job_id, moved_to=str(recorded))
             return recorded
-        outbox.real_folder(folder)  # never through a symlinked done/ or failed/; no parents
-        base, suffix = _split_name(job.name)
-        while True:
-            target = folder / f"{outbox.pick_names(folder, base, [suffix], 'rename')}{suffix}"
-            try:
-                os.link(job.claim_path, target, follow_symlinks=False)
-                break
-            except FileExistsError:
-                continue  # someone took the name since we looked
-            except OSError as e:
-                if e.errno not in outbox.NO_LINK:
-                    raise
-                target = outbox.move_input(job.claim_path, folder, job.name)  # copy + delete
-                self.journal.update(job.job_id, moved_to=str(target))
-                return target
+        # through descriptors, re-validated: never into a symlinked or renamed-away folder
+        target = outbox.link_input(src.fd(), name, folder, job.name)
         self.journal.update(job.job_id, moved_to=str(target))
         crash_point("mid_input_move", job.name)
-        os.unlink(job.claim_path)
-        fsync_dir(folder)
+        src.unlink(name)
+        dirs.place(folder).sync()
         return target
 
     @staticmethod
     def _linked_copy(st: os.stat_result, folder: Path, name: str) -> Path | None:
         base, suffix = _split_name(name)
+        place = dirs.place(folder)
         for n in range(1000):
-            candidate = folder / (f"{base}{suffix}" if n == 0 else f"{base}-{n}{suffix}")
-            if not os.path.lexists(candidate):
+            candidate = f"{base}{suffix}" if n == 0 else f"{base}-{n}{suffix}"
+            if not place.exists(candidate):
                 return None
-            if outbox.same_inode(st, candidate):
-                return candidate
+            if outbox.same_inode(st, folder / candidate):
+                return folder / candidate
         return None
 
     def _lost(self, job: Job, why: str) -> None:
@@ -507,7 +522,7 @@ class Jobs:
     def _fail(self, job: Job, error: dict[str, Any]) -> None:
         """Log into the outbox, input into failed/ with a report; never raises for one job."""
         row = self.journal.get(job.job_id)
-        if not os.path.lexists(job.claim_path) and not (row and row.moved_to):
+        if not self._claim_dir(job).exists(job.claim_path.name) and not (row and row.moved_to):
             self._lost(job, "the claimed input is gone (taken over by another host after a stall?)")
             return
         self._cleanup_staging(job)
@@ -520,14 +535,15 @@ class Jobs:
         box, folder = (job.rule.outbox, "outbox") if job.rule else (job.inbox.failed_dir, "failed")
         plan: list[list[str]] = []
         try:
-            box.mkdir(exist_ok=True)
+            dirs.place(box).fd()
             stem = outbox.pick_names(box, names.published_stem(job.name), [LOG_SUFFIX], "rename")
             staging = outbox.staging_path(box, job.job_id, LOG_SUFFIX)
             outbox.write_staging(staging, data, self.config.file_mode)
             plan.append([str(staging), str(box / f"{stem}{LOG_SUFFIX}")])
         except OSError as e:
             job.log.error("log.publish_failed", error=str(e))
-        self._record_plan(job, "failing", plan, folder, error)
+        if not self._record_plan(job, "failing", plan, folder, error):
+            return
         crash_point("failing", job.name)
         self.finish_failure(job, plan, error, summary)
 
@@ -555,7 +571,7 @@ class Jobs:
         outbox.write_staging(staging, outbox.report_bytes(report), self.config.file_mode)
         outbox.publish(staging, target, replace=True)
         self.journal.update(job.job_id, state="failed", error=f"{error.get('type')}: {reason}")
-        claims_mod.remove_marker(job.inbox, self.config.host_id, job.job_id)
+        self._release_markers(job)
         self.failed += 1
         summary = summary or self._summary(job, "job.failed", error_type=error.get("type"),
                                            error=reason, where=error.get("where"),

@@ -9,9 +9,9 @@ follows a symlink at the destination. A crash between link and unlink leaves bot
 one inode, which recovery recognises.
 
 done/ and failed/ live inside the inbox by default, where everyone who drops files can also
-rename folders, so they are opened with ``O_NOFOLLOW`` (``open_folder``; ``move_input`` then
-works through that descriptor): a ``done`` replaced by a symlink to ``~/.ssh`` gets an
-``ELOOP`` error, never an input. Folders
+rename folders, so every folder here is used through a descriptor (``dirs.place``) that is
+re-validated against its path before each use: a ``done`` replaced by a symlink to ``~/.ssh``
+gets an ``ELOOP`` error, never an input, and one renamed away is not followed. Folders
 are created one level at a time (no ``parents=True``): if the inbox itself vanished (an
 unmounted share) we fail instead of building an empty local copy under the mount point.
 """
@@ -29,10 +29,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from smaskd.atomicio import fsync_dir
+from smaskd.daemon import dirs
 
-__all__ = ["NO_LINK", "move_input", "open_folder", "output_stem", "pick_names", "publish",
-           "real_folder", "same_inode", "staging_files", "staging_path", "write_staging"]
+__all__ = ["NO_LINK", "link_input", "move_input", "open_folder", "output_stem", "pick_names",
+           "publish", "real_folder", "same_inode", "split_name", "staging_files", "staging_path",
+           "write_staging"]
 
 NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
@@ -53,13 +54,14 @@ def _variants(stem: str) -> Iterator[str]:
 
 def pick_names(folder: Path, stem: str, suffixes: list[str], on_conflict: str) -> str | None:
     """A stem under which none of ``stem+suffix`` exists (rename), the stem itself (replace),
-    or None when it exists and the rule says skip."""
+    or None when it exists and the rule says skip (looked up through the folder's descriptor)."""
     if on_conflict == "replace":
         return stem
+    place = dirs.place(folder)
     if on_conflict == "skip":
-        return None if any(os.path.lexists(folder / f"{stem}{s}") for s in suffixes) else stem
+        return None if any(place.exists(f"{stem}{s}") for s in suffixes) else stem
     for candidate in _variants(stem):
-        if not any(os.path.lexists(folder / f"{candidate}{s}") for s in suffixes):
+        if not any(place.exists(f"{candidate}{s}") for s in suffixes):
             return candidate
     raise AssertionError("unreachable")
 
@@ -89,128 +91,152 @@ def staging_path(folder: Path, job_id: str, suffix: str) -> Path:
 
 def write_staging(path: Path, data: bytes, mode: int) -> None:
     """Create ``path`` exclusively, never through a symlink, and make its bytes durable."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)  # a leftover of a crashed attempt of this same job
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    place = dirs.place(path.parent)
+    place.unlink(path.name)  # a leftover of a crashed attempt of this same job
+    place.write_new(path.name, data, mode, exact_mode=True)
 
 
 def publish(staging: Path, final: Path, replace: bool) -> None:
-    """Give ``staging`` its final name atomically; FileExistsError if keep-both lost a race."""
-    if replace:
-        os.replace(staging, final)
-    else:
-        try:
-            os.link(staging, final, follow_symlinks=False)
-        except OSError as e:
-            if e.errno == errno.EEXIST:
-                try:
-                    st = os.lstat(staging)
-                except OSError:
-                    st = None
-                if st is not None and same_inode(st, final):  # a crash after link, before unlink
-                    os.unlink(staging)
-                    return
-                raise FileExistsError(errno.EEXIST, "exists", str(final)) from None
-            if e.errno not in NO_LINK:
-                raise
-            if os.path.lexists(final):  # a filesystem without hard links (some SMB servers)
-                raise FileExistsError(errno.EEXIST, "exists", str(final)) from None
-            os.rename(staging, final)
-        else:
-            os.unlink(staging)
-    fsync_dir(final.parent)
+    """Give ``staging`` its final name atomically; FileExistsError if keep-both lost a race.
 
-
-def same_inode(st: os.stat_result, path: Path) -> bool:
-    """``path`` is the file ``st`` describes (a hard link made before a crash, say)."""
+    Both names are in one folder, used through its descriptor. A staging file that is gone
+    while ``final`` exists was published by another host finishing the same plan (a takeover
+    of a stalled host): that is done, not an error.
+    """
+    place = dirs.place(final.parent)
+    fd = place.fd()
     try:
-        other = os.lstat(path)
+        if replace:
+            os.replace(staging.name, final.name, src_dir_fd=fd, dst_dir_fd=fd)
+        else:
+            _link_staging(place, staging.name, final.name)
+    except FileNotFoundError:
+        if place.exists(staging.name) or not place.exists(final.name):
+            raise
+    place.sync()
+
+
+def _link_staging(place: dirs.Folder, staging: str, final: str) -> None:
+    fd = place.fd()
+    try:
+        os.link(staging, final, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+    except OSError as e:
+        if e.errno == errno.EEXIST:
+            try:
+                st = place.lstat(staging)
+            except FileNotFoundError:
+                raise
+            except OSError:
+                st = None
+            if st is not None and _same(st, place, final):  # a crash after link, before unlink
+                place.unlink(staging)
+                return
+            raise FileExistsError(errno.EEXIST, "exists", str(place.path / final)) from None
+        if e.errno not in NO_LINK:
+            raise
+        if place.exists(final):  # a filesystem without hard links (some SMB servers)
+            raise FileExistsError(errno.EEXIST, "exists", str(place.path / final)) from None
+        os.rename(staging, final, src_dir_fd=fd, dst_dir_fd=fd)
+    else:
+        place.unlink(staging)
+
+
+def _same(st: os.stat_result, place: dirs.Folder, name: str) -> bool:
+    try:
+        other = place.lstat(name)
     except OSError:
         return False
     return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
 
 
+def same_inode(st: os.stat_result, path: Path) -> bool:
+    """``path`` is the file ``st`` describes (a hard link made before a crash, say)."""
+    try:
+        return _same(st, dirs.place(path.parent), path.name)
+    except OSError:
+        return False
+
+
 def open_folder(folder: Path) -> int:
-    """A descriptor of ``folder`` (created if missing, its parent must exist), refusing a
-    symlink in the last component: ``OSError(ELOOP)`` naming the folder."""
-    try:
-        folder.mkdir()
-    except FileExistsError:
-        pass
-    try:
-        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        if e.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(folder):
-            raise OSError(errno.ELOOP, "is a symlink; refusing to write through it",
-                          str(folder)) from None
-        raise
+    """A new descriptor of ``folder`` (created if missing, its parent must exist), refusing
+    a symlink in the last component: ``OSError(ELOOP)`` naming the folder."""
+    return os.dup(dirs.place(folder).fd())
 
 
 def real_folder(folder: Path) -> Path:
-    """``folder``, created if missing (one level), or ``OSError(ELOOP)`` if it is a symlink.
-
-    For callers that then work by path: it narrows, but cannot close, the window in which a
-    user who can write the inbox swaps done/ for a symlink; ``move_input`` closes it.
-    """
-    os.close(open_folder(folder))
+    """``folder``, created if missing (one level), or ``OSError(ELOOP)`` if it is a symlink."""
+    dirs.place(folder).fd()
     return folder
 
 
-def move_input(src: Path, folder: Path, name: str) -> Path:
-    """Move a claimed input into done/ or failed/ keeping both on a name collision.
+#: A folder that keeps being swapped while we link into it is given up on after this many
+#: tries (the job waits: backoff.py); each try is a link and an unlink.
+SWAP_TRIES = 50
 
-    ``link(follow_symlinks=False)`` moves a symlink itself, never its target, and the link
-    is made relative to a descriptor of ``folder`` opened with ``O_NOFOLLOW``, so a folder
-    swapped for a symlink is refused rather than written through. Across filesystems (done:
-    on another disk) it falls back to copy+delete through the same descriptor.
+
+def link_input(src_dir: int, src: str, folder: Path, name: str) -> Path:
+    """Link ``src`` (in the folder ``src_dir``) into done/ or failed/ keeping both on a name
+    clash; the source stays (the caller records the target, then unlinks it).
+
+    ``link(follow_symlinks=False)`` moves a symlink itself, never its target, and the link is
+    made relative to the folder's descriptor, re-validated before and after: a folder renamed
+    away or swapped for a symlink meanwhile gets the link removed again and the move retried,
+    so the returned path is where the input is. Across filesystems (done: on another disk) it
+    falls back to a copy through the same descriptor.
     """
-    stem, dot, ext = name.rpartition(".")
-    base, suffix = (stem, f".{ext}") if dot and stem else (name, "")
-    dfd = open_folder(folder)
-    try:
+    base, suffix = split_name(name)
+    place = dirs.place(folder)
+    for _ in range(SWAP_TRIES):
+        dfd = place.fd()
+        target = None
         for candidate in _variants(base):
             target = f"{candidate}{suffix}"
-            if _exists_at(target, dfd):
+            if place.exists(target):
                 continue
             try:
-                os.link(src, target, dst_dir_fd=dfd, follow_symlinks=False)
+                os.link(src, target, src_dir_fd=src_dir, dst_dir_fd=dfd, follow_symlinks=False)
             except FileExistsError:
                 continue
             except OSError as e:
                 if e.errno not in NO_LINK:
                     raise
-                if not _copy_into(src, target, dfd):
+                if not _copy_into(src_dir, src, target, dfd):
                     continue
-            os.unlink(src)
-            os.fsync(dfd)
+            break
+        assert target is not None
+        if place.matches():
+            place.sync()
             return folder / target
-    finally:
-        os.close(dfd)
-    raise AssertionError("unreachable")
+        with contextlib.suppress(OSError):  # it went into a folder renamed away: take it back
+            os.unlink(target, dir_fd=dfd)
+    raise dirs.FolderSwapped(folder, "keeps being swapped (renamed or replaced by a symlink); "
+                                     "nothing is moved into it")
 
 
-def _exists_at(name: str, dfd: int) -> bool:
+def move_input(src: Path, folder: Path, name: str) -> Path:
+    """Move the file ``src`` into done/ or failed/ keeping both on a name clash (see
+    :func:`link_input`)."""
+    sfd = os.open(src.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.lstat(name, dir_fd=dfd)
-    except FileNotFoundError:
-        return False
-    return True
+        target = link_input(sfd, src.name, folder, name)
+        os.unlink(src.name, dir_fd=sfd)
+    finally:
+        os.close(sfd)
+    return target
 
 
-def _copy_into(src: Path, name: str, dfd: int) -> bool:
+def split_name(name: str) -> tuple[str, str]:
+    """``a.json`` → (``a``, ``.json``); ``a`` → (``a``, ``""``)."""
+    stem, dot, ext = name.rpartition(".")
+    return (stem, f".{ext}") if dot and stem else (name, "")
+
+
+def _copy_into(src_dir: int, src: str, name: str, dfd: int) -> bool:
     """Copy ``src`` to ``name`` in the folder ``dfd``; False if the name was taken meanwhile."""
-    st = os.lstat(src)
+    st = os.stat(src, dir_fd=src_dir, follow_symlinks=False)
     if stat.S_ISLNK(st.st_mode):
         try:
-            os.symlink(os.readlink(src), name, dir_fd=dfd)
+            os.symlink(os.readlink(src, dir_fd=src_dir), name, dir_fd=dfd)
         except FileExistsError:
             return False
         return True
@@ -220,7 +246,8 @@ def _copy_into(src: Path, name: str, dfd: int) -> bool:
     except FileExistsError:
         return False
     try:
-        with open(src, "rb") as fh, os.fdopen(out, "wb", closefd=False) as dst:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+        with os.fdopen(fd, "rb") as fh, os.fdopen(out, "wb", closefd=False) as dst:
             shutil.copyfileobj(fh, dst, 1 << 20)
             dst.flush()
             os.fsync(out)

@@ -48,36 +48,44 @@ def recover(jobs: Jobs, inbox: Inbox) -> int:
         present.add(found.job_id)
         if adopt(jobs, inbox, found):
             adopted += 1
+    folder = claims.area(inbox).host(me)
     for row in jobs.journal.rows("host_id = ? AND inbox = ? AND state NOT IN (?, ?, ?)",
                                  (me, inbox.name, *TERMINAL)):
-        if row.job_id not in present and not os.path.lexists(row.claim_path):
+        if row.job_id not in present and not folder.exists(Path(row.claim_path).name):
             _without_claim(jobs, inbox, row)
-    for job_id, path in claims.markers(inbox, me):
+    for job_id, name in claims.markers(inbox, me):
         row = jobs.journal.get(job_id)
-        if path.name.endswith(".tmp") or (job_id not in present
-                                          and (row is None or row.state in TERMINAL)):
-            path.unlink(missing_ok=True)
+        if name.endswith(".tmp") or (job_id not in present
+                                     and (row is None or row.state in TERMINAL)):
+            folder.unlink(name)
     return adopted
 
 
 def adopt(jobs: Jobs, inbox: Inbox, found: claims.Claim, taken_from: dict[str, str] | None = None,
-          marker_id: str | None = None) -> bool:
-    """Resume one claim now in our processing folder from whatever record it has."""
+          plan: tuple[str, dict[str, Any]] | None = None) -> bool:
+    """Resume one claim now in our processing folder from whatever record it has.
+
+    ``plan``: (host, marker) of the publish/fail plan its previous owner decided on before
+    we took the claim over; a claim we took over without one is converted afresh.
+    """
     try:
-        size = os.lstat(found.path).st_size
+        size = claims.area(inbox).host(jobs.config.host_id).lstat(found.path.name).st_size
     except FileNotFoundError:
         return False
     row = jobs.journal.get(found.job_id)
     if row is None:
         jobs.journal.add(found.job_id, jobs.config.host_id, inbox.name, found.name, found.path,
                          size)
-        marker = claims.find_marker(inbox, marker_id or found.job_id)
-        if marker is not None:
-            _apply_marker(jobs, inbox, found, marker)
+        if plan is None and taken_from is None:
+            plan = claims.find_marker(inbox, found.job_id)
+        if plan is not None:
+            _apply_marker(jobs, inbox, found, *plan)
         row = jobs.journal.get(found.job_id)
         assert row is not None
     job = jobs._job(inbox, found, size)
     job.stale = True
+    if taken_from:
+        job.taken_from = (taken_from["host"], taken_from["job_id"])
     job.attempts, job.sha256, job.action = row.attempts, row.sha256, row.action
     job.rule = {r.name: r for r in jobs.config.rules}.get(row.rule or "")
     if job.rule is not None:
@@ -124,7 +132,9 @@ def _without_claim(jobs: Jobs, inbox: Inbox, row: Row) -> None:
     if row.state == "published":  # the input was moved (or deleted) before the crash
         jobs.journal.update(row.job_id, state="done")
     elif row.state == "failing" and row.moved_to:  # in failed/ already; the report is missing
-        found = claims.Claim(row.job_id, row.name, Path(row.claim_path))
+        claim_path = Path(row.claim_path)
+        found = claims.Claim.parse(claim_path.parent, claim_path.name) or \
+            claims.Claim(row.job_id, row.name, claim_path)
         job = jobs._job(inbox, found, row.size or 0)
         job.attempts, job.sha256, job.action = row.attempts, row.sha256, row.action
         job.rule = {r.name: r for r in jobs.config.rules}.get(row.rule or "")
@@ -138,11 +148,10 @@ def _without_claim(jobs: Jobs, inbox: Inbox, row: Row) -> None:
     claims.remove_marker(inbox, jobs.config.host_id, row.job_id)
 
 
-def _apply_marker(jobs: Jobs, inbox: Inbox, found: claims.Claim, path: Path) -> None:
+def _apply_marker(jobs: Jobs, inbox: Inbox, found: claims.Claim, host: str,
+                  data: dict[str, Any]) -> None:
     """Adopt a dead host's publish/fail plan for ``found`` (names resolved with our config)."""
-    data = claims.read_marker(path)
-    if data is None or data.get("state") not in ("publishing", "failing"):
-        path.unlink(missing_ok=True)
+    if data.get("state") not in ("publishing", "failing"):
         return
     rule = {r.name: r for r in jobs.config.rules}.get(data.get("rule") or "")
     folder = inbox.failed_dir if data.get("folder") == "failed" else rule.outbox if rule else None
@@ -158,11 +167,11 @@ def _apply_marker(jobs: Jobs, inbox: Inbox, found: claims.Claim, path: Path) -> 
         fields["detail"] = data["error"]
         fields["error"] = f"{data['error'].get('type')}: {data['error'].get('message')}"
     jobs.journal.update(found.job_id, **fields)
-    claims.write_marker(inbox, jobs.config.host_id, found.job_id,
-                        {**data, "job_id": found.job_id, "host_id": jobs.config.host_id})
-    if path.parent != claims.processing_dir(inbox, jobs.config.host_id) or \
-            path.name != f".{found.job_id}.plan":
-        path.unlink(missing_ok=True)
+    me = jobs.config.host_id
+    claims.decide(inbox, me, found.job_id, {**data, "job_id": found.job_id, "host_id": me})
+    old_id = data.get("job_id")
+    if isinstance(old_id, str) and (host, old_id) != (me, found.job_id):
+        claims.remove_marker(inbox, host, old_id)  # the plan is ours now
 
 
 def take_over(jobs: Jobs, inbox: Inbox, host: str) -> int:
@@ -170,18 +179,26 @@ def take_over(jobs: Jobs, inbox: Inbox, host: str) -> int:
     me = jobs.config.host_id
     taken = 0
     for found in claims.own_claims(inbox, host):
-        mine = claims.take_over(found, inbox, me, claims.new_job_id())
+        new_id = claims.new_job_id()
+        # Decide before the rename (claims.py): our tombstone, or the plan its owner made
+        tomb = {"state": claims.TAKEN, "host_id": me, "job_id": new_id, "from": found.job_id}
+        decided = claims.decide(inbox, host, found.job_id, tomb)
+        if decided is not None and decided.get("state") not in ("publishing", "failing"):
+            continue  # another taker's tombstone: that claim is theirs
+        mine = claims.take_over(found, inbox, me, new_id, from_host=host)
         if mine is None:
+            if decided is None:
+                claims.remove_marker(inbox, host, found.job_id)
             continue
         taken += 1
         adopt(jobs, inbox, mine, taken_from={"host": host, "job_id": found.job_id},
-              marker_id=found.job_id)
+              plan=(host, decided) if decided is not None else None)
     left = {c.job_id for c in claims.own_claims(inbox, host)}
-    for job_id, path in claims.markers(inbox, host):
+    for job_id, name in claims.markers(inbox, host):
         # its input reached done/ before the host died: nothing in that plan is left to do
-        data = None if path.name.endswith(".tmp") else claims.read_marker(path)
+        data = None if name.endswith(".tmp") else claims.read_marker(inbox, host, job_id)
         if job_id not in left and (data is None or data.get("state") == "publishing"):
-            path.unlink(missing_ok=True)
+            claims.area(inbox).folder(host).unlink(name)
     return taken
 
 
@@ -215,10 +232,13 @@ def sweep_staging(jobs: Jobs) -> int:
 
 def _claimed_anywhere(jobs: Jobs, job_id: str) -> bool:
     for inbox in jobs.config.inboxes:
-        for host in claims.foreign_hosts(inbox, ""):
-            folder = claims.processing_dir(inbox, host)
+        try:
+            hosts = claims.foreign_hosts(inbox, "")
+        except OSError:
+            continue
+        for host in hosts:
             try:
-                if any(n.startswith(f"{job_id}{claims.SEP}") for n in os.listdir(folder)):
+                if any(n.startswith(job_id) for n in claims.area(inbox).folder(host).listdir()):
                     return True
             except OSError:
                 continue

@@ -22,6 +22,7 @@ from typing import Any
 
 from smaskd.config import Config, Inbox, load_config
 from smaskd.daemon.claims import CLAIM_PREFIX_LEN, lock_processing
+from smaskd.daemon.dirs import FolderSwapped, claim_area, close_places, forget
 from smaskd.daemon.hosts import Leases
 from smaskd.daemon.intake import Intake, shorten
 from smaskd.daemon.jobs import Jobs
@@ -86,6 +87,7 @@ class Service:
         self.locks: dict[str, int] = {}
         self.state_lock: int | None = None
         self._early_denied: dict[str, str] = {}  # permission problems before states exist
+        self.swapped: dict[str, str] = {}  # inbox name → why its claim area is not used
         self._stop = False
         self._reload = False
         self._last_status = 0.0
@@ -131,8 +133,31 @@ class Service:
         for folder in (inbox.done_dir, inbox.failed_dir):
             folder.mkdir(parents=not folder.is_relative_to(inbox.path), exist_ok=True)
         if str(inbox.path) not in self.locks:
-            self.locks[str(inbox.path)] = lock_processing(inbox, config.host_id)
+            try:
+                self.locks[str(inbox.path)] = lock_processing(inbox, config.host_id)
+            except FolderSwapped as e:
+                self._swapped(inbox, e)
+                forget(inbox.path)  # nothing of ours is in it yet: look afresh next time
+                return False
+        self._unswapped(inbox)
         return True
+
+    def _swapped(self, inbox: Inbox, error: FolderSwapped) -> None:
+        """The claim area was swapped (``.smaskd`` renamed away, a symlink planted): say so
+        once; the inbox is skipped, nothing is created or moved through it (dirs.py)."""
+        reason = f"{error.filename} {error.strerror}"
+        if self.swapped.get(inbox.name) != reason:
+            self.swapped[inbox.name] = reason
+            self.log.error("inbox.claim_area_swapped", inbox=inbox.name, path=error.filename,
+                           reason=error.strerror,
+                           action="inbox skipped until the folder is back; nothing followed")
+
+    def _unswapped(self, inbox: Inbox) -> None:
+        if self.swapped.pop(inbox.name, None) is not None:
+            self.log.info("inbox.claim_area_back", inbox=inbox.name)
+            state = self.inboxes.get(inbox.name)
+            if state is not None:
+                state.wanted = True
 
     def _states(self, config: Config) -> dict[str, _InboxState]:
         states = {}
@@ -193,6 +218,7 @@ class Service:
             self.watcher = Watcher(self.config.inboxes, self.hints, self.log, self.signals)
             self.watcher.start()
         self._scan(time.monotonic(), everything=True)
+        close_places()
         self.notifier.ready(self._status_text())
         self.log.info("daemon.ready", queued=len(self.jobs.queue), pending=self._pending())
         self._publish_status(force=True)
@@ -210,6 +236,7 @@ class Service:
                 except Exception as e:  # noqa: BLE001 - log, survive, and let the next tick retry
                     self.log.exception("loop.error", error=f"{type(e).__name__}: {e}")
                     time.sleep(0.5)
+                close_places()  # idle, the daemon holds no outbox or done/ open (dirs.py)
                 if self.once and self._idle():
                     break
                 wait([self.hints.read_fd, *self.supervisor.waitables()], self._timeout())
@@ -305,6 +332,15 @@ class Service:
         for state in self.inboxes.values():
             inbox = state.inbox
             gone = not inbox.path.is_dir()
+            if not gone and not state.missing:
+                try:
+                    claim_area(inbox.path).check(self.config.host_id)
+                except FolderSwapped as e:
+                    self._swapped(inbox, e)
+                except OSError:
+                    pass  # a flaky share: the next check looks again
+                else:
+                    self._unswapped(inbox)
             if gone and not state.missing:
                 state.missing = True
                 state.intake.reset()
@@ -313,6 +349,8 @@ class Service:
                                action="not scanned and not recreated until it is back")
             elif not gone and state.missing:
                 first = str(inbox.path) not in self.locks
+                if not first:  # a remounted share: opened afresh, not through old descriptors
+                    forget(inbox.path)
                 try:
                     if not self._prepare_inbox(inbox, self.config):
                         continue
@@ -353,7 +391,7 @@ class Service:
         for name, state in self.inboxes.items():
             if everything or name in dirty or now >= state.next_rescan:
                 state.wanted = True
-            if state.missing or state.refused:
+            if state.missing or state.refused or name in self.swapped:
                 continue
             busy = state.pending or state.intake.backlog
             if not (state.wanted or (busy and now >= state.next_poll)):
@@ -425,7 +463,8 @@ class Service:
 
     def _idle(self) -> bool:
         assert self.jobs is not None
-        return (all(s.scanned or s.missing or s.refused for s in self.inboxes.values())
+        return (all(s.scanned or s.missing or s.refused or n in self.swapped
+                    for n, s in self.inboxes.items())
                 and not self._pending() and not self.jobs.queue and not self.jobs.running
                 and not len(self.jobs.waiting) and not len(self.jobs.unfinished))
 
@@ -453,7 +492,8 @@ class Service:
     def _problems(self) -> list[str]:
         assert self.jobs is not None
         missing = [f"inbox {s.inbox.name} {s.inbox.path} is missing (unmounted share? renamed?)"
-                   for s in self.inboxes.values() if s.missing and not s.denied]
+                   for s in self.inboxes.values()
+                   if s.missing and not s.denied and s.inbox.name not in self.swapped]
         missing += [f"inbox {s.inbox.name} {s.inbox.path} {s.denied}"
                     + (f" ({len(s.denied_files)} file(s) left in place)" if s.denied_files else "")
                     for s in self.inboxes.values() if s.denied]
@@ -467,7 +507,10 @@ class Service:
                         f"({why}); skipped" for rel, why in skipped[:5]]
             if len(skipped) > 5:
                 missing.append(f"inbox {s.inbox.name}: {len(skipped) - 5} more folders skipped")
-        return missing + refused + self.jobs.waiting.describe() + self.jobs.unfinished.describe()
+        swapped = [f"inbox {name} skipped: its claim area {why}"
+                   for name, why in sorted(self.swapped.items())]
+        return (missing + swapped + refused + self.jobs.waiting.describe()
+                + self.jobs.unfinished.describe())
 
     def _status_text(self) -> str:
         assert self.jobs is not None
@@ -553,6 +596,7 @@ class Service:
                      state="stopped")
         self.notifier.close()
         self.journal.close()
+        close_places()
         if self.once and not interrupted:
             return 65 if self.jobs.failed else 0
         return 0

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from smaskd.config import parse_config
-from smaskd.daemon.claims import new_job_id
+from smaskd.daemon.claims import new_job_id, split_claim_name
 from smaskd.errors import ConfigError
 from tests.daemon.conftest import Daemon, base_config, coco_bytes, journal_rows
 from tests.daemon.test_crash import assert_settled, drop, names, wait_gone
@@ -42,7 +42,7 @@ def start_host(tmp: Path, daemon_factory, host: str, env: dict[str, str] | None 
 
 def claims_of(tmp: Path, host: str) -> list[str]:
     folder = tmp / "inbox" / ".smaskd" / "processing" / host
-    return [n for n in names(folder) if "__" in n]
+    return [n for n in names(folder) if split_claim_name(n)]
 
 
 def stamp(event: dict[str, Any]) -> float:
@@ -195,3 +195,80 @@ def test_remote_host_keeps_claims_while_its_heartbeat_changes(tmp_path, daemon_f
     assert b.stop() == 0
     assert (tmp_path / "outbox" / "r1.zip").exists()
     assert_settled(tmp_path, {"r1.json"}, set(), [tmp_path / "state_hostb"])
+
+
+def _routed_config(tmp: Path, host: str) -> dict[str, Any]:
+    """A recursive inbox whose ``urgent/**`` files go to their own outbox."""
+    config = host_config(tmp, host, rules=[
+        {"name": "urgent", "match": {"glob": "urgent/**"}, "action": "export",
+         "outbox": str(tmp / "out_urgent")},
+        {"name": "rest", "action": "export", "outbox": str(tmp / "out_rest")}])
+    config["inboxes"][0]["recursive"] = True
+    return config
+
+
+def _start_routed(tmp: Path, daemon_factory, host: str, env: dict[str, str] | None,
+                  *args: str) -> Daemon:
+    folder = tmp / f"host_{host}"
+    folder.mkdir(exist_ok=True)
+    (folder / "smaskd.yaml").write_text(yaml.safe_dump(_routed_config(tmp, host)))
+    return daemon_factory(None, "-c", str(folder / "smaskd.yaml"), *args, env=env).start()
+
+
+def test_routing_by_path_survives_a_restart_and_a_takeover(tmp_path: Path, daemon_factory):
+    """``urgent/x.json`` of a recursive inbox keeps the ``urgent/**`` rule when its claim is
+    recovered after a crash (its own host) or taken over (another host, which cannot read
+    the dead host's journal): the claim itself carries the path."""
+    inbox = tmp_path / "inbox"
+    (inbox / "urgent").mkdir(parents=True)
+    drop(inbox / "urgent", "x.json", coco_bytes("x"))
+    drop(inbox / "urgent", "y.json", coco_bytes("y"))
+    a = _start_routed(tmp_path, daemon_factory, "hosta", {"SMASKD_FAULT": "after_claim:x.json"},
+                      "--once")
+    assert a.wait(60) == 137  # died with x claimed, no journal row
+    [claimed] = claims_of(tmp_path, "hosta")
+    again = _start_routed(tmp_path, daemon_factory, "hosta", None, "--once")
+    assert again.wait(60) == 0
+    assert [e["rule"] for e in again.events("job.done")] == ["urgent", "urgent"]
+    assert "urgent%2Fx.json" in claimed  # the claim's name carries the path
+
+    drop(inbox / "urgent", "z.json", coco_bytes("z"))
+    c = _start_routed(tmp_path, daemon_factory, "hostc", {"SMASKD_FAULT": "after_claim:z.json"},
+                      "--once")
+    assert c.wait(60) == 137
+    assert len(claims_of(tmp_path, "hostc")) == 1
+    b = _start_routed(tmp_path, daemon_factory, "hostb", None)
+    b.wait_for(lambda: b.events("job.done"), 60, "B taking z.json over and converting it")
+    assert b.stop() == 0
+    assert b.events("host.taken_over")[0]["host"] == "hostc"
+    assert [e["rule"] for e in b.events("job.done")] == ["urgent"]
+    assert names(tmp_path / "out_urgent") == ["x.log.jsonl", "x.zip", "y.log.jsonl", "y.zip",
+                                              "z.log.jsonl", "z.zip"]
+    assert names(tmp_path / "out_rest") == []
+
+
+def test_stalled_host_never_publishes_twice_when_locks_are_blind(tmp_path, daemon_factory):
+    """On a share whose locks other hosts cannot see, host A stops inside publish (past its
+    claim check, before deciding) for longer than the lease; B takes the claim over and
+    publishes; A resumes. Exactly one result: the decision marker B made before taking the
+    claim (or the claim being gone) tells A it lost the file."""
+    env_a = {"SMASKD_FAULT": "blind_locks,stall_publish:victim:8,fake_convert"}
+    env_b = {"SMASKD_FAULT": "blind_locks,fake_convert"}
+    a = start_host(tmp_path, daemon_factory, "hosta", env_a)
+    a.wait_ready()
+    drop(tmp_path / "inbox", "victim.json", coco_bytes("victim"), old=False)
+    a.wait_for(lambda: a.events("job.started"), 30, "A converting victim.json")
+    b = start_host(tmp_path, daemon_factory, "hostb", env_b)
+    b.wait_ready()
+    taken = b.wait_for(lambda: b.events("host.taken_over"), 60, "B taking over from stalled A")
+    assert taken[0]["host"] == "hosta" and taken[0]["claims"] == 1
+    b.wait_for(lambda: b.events("job.done"), 60, "B publishing victim")
+    lost = a.wait_for(lambda: a.events("claim.lost"), 60, "A resuming and dropping its work")
+    assert "taken over" in lost[0]["reason"] or "gone" in lost[0]["reason"]
+    time.sleep(1)
+    assert a.stop() == 0 and b.stop() == 0
+    assert not a.events("job.done")
+    assert names(tmp_path / "outbox") == ["victim.log.jsonl", "victim.zip"]
+    assert [r["state"] for r in journal_rows(tmp_path / "state_hosta")] == ["lost"]
+    assert_settled(tmp_path, {"victim.json"}, set(),
+                   [tmp_path / "state_hosta", tmp_path / "state_hostb"], lost_allowed=True)
