@@ -70,7 +70,7 @@ def test_writer_holding_the_file_open_through_stalls_at_brackets_gives_one_resul
             time.sleep(2 * INOTIFY_SETTLE)  # the prefix looks complete, stable for 2× settle
             assert (inbox / "slow.json").exists(), "claimed while its writer held it open"
         fh.write(data[start:])
-    d.wait_for(lambda: "slow.zip" in files(outbox), 30, "the result")
+    d.wait_for(lambda: _events(d, "job.done", "slow.json"), 30, "job.done")
     assert files(inbox / "failed") == []
     assert files(outbox) == ["slow.log.jsonl", "slow.zip"]
     claimed = _events(d, "job.claimed", "slow.json")
@@ -132,11 +132,10 @@ def test_input_appended_after_the_claim_goes_back_to_waiting_and_completes(
         d.wait_for(lambda: _events(d, "job.claimed", "grow.json"), 30, "the claim")
         d.wait_for(lambda: _events(d, "job.incomplete", "grow.json"), 30, "job.incomplete")
         fh.write(data[cut:])
-    d.wait_for(lambda: "grow.zip" in files(outbox), 30, "the result")
+    [done] = d.wait_for(lambda: _events(d, "job.done", "grow.json"), 30, "job.done")
     assert files(inbox / "failed") == []
     assert files(outbox) == ["grow.log.jsonl", "grow.zip"]
     assert len(_events(d, "job.claimed", "grow.json")) == 1
-    [done] = d.wait_for(lambda: _events(d, "job.done", "grow.json"), 30, "job.done")
     assert done["attempts"] == 1  # the run on the unfinished file was given back
 
 
