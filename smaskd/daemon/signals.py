@@ -29,7 +29,12 @@ claimed input is watched for changes (``unfinished.py``).
 What no observer can know: a writer that closes and reopens the file to append looks
 finished between the two (IN_CLOSE_WRITE came); a file moved in from outside while another
 process still has it open for writing (no IN_MODIFY has been seen under this name yet); a
-file written through ``mmap`` (no IN_MODIFY). Polling observers (shares) see none of this:
+file written through ``mmap`` (no IN_MODIFY). And the signals lag the kernel a little: watchdog
+holds the IN_MOVED_FROM half of every rename in the inbox (the daemon's own heartbeat and
+claims included) up to 0.5 s to pair it, and its emitter thread can be asleep on one even after
+the pair arrived, so events behind it wait; a ``settle`` shorter than that can judge a file
+whose IN_MODIFY is still on its way (the claim-time check catches it). Polling observers
+(shares) see none of this:
 their inboxes are not tracked here at all and ``settle`` is the rule.
 """
 

@@ -17,6 +17,11 @@ from pathlib import Path
 from tests.daemon.conftest import base_config, coco, coco_bytes, files
 
 SETTLE = 0.3
+#: For the inotify tests: the signals reach the daemon through watchdog's event thread, which
+#: can lag ~0.5 s (it holds the first half of every rename, the daemon's own heartbeat
+#: included, up to 0.5 s to pair it). A shorter settle would let a scan judge a file whose
+#: IN_MODIFY is still in flight (the claim-time check then sends it back to waiting).
+INOTIFY_SETTLE = 1.0
 
 
 def _doc() -> bytes:
@@ -48,8 +53,9 @@ def _events(d, name: str, job_input: str) -> list[dict]:
 def test_writer_holding_the_file_open_through_stalls_at_brackets_gives_one_result(
         tmp_path: Path, daemon_factory) -> None:
     """inotify: written since its last close-after-write means still being written; stalls
-    of 2× settle right after a ``}`` or ``]`` never get it claimed."""
-    d = daemon_factory(_config(tmp_path)).start()
+    of 2× settle right after a ``}`` or ``]`` never get it claimed, by the events nor by the
+    full rescans (every 0.2 s here) that run during the stalls."""
+    d = daemon_factory(_config(tmp_path, settle=f"{INOTIFY_SETTLE}s", rescan="0.2s")).start()
     d.wait_ready()
     inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
     data = _doc()
@@ -61,15 +67,16 @@ def test_writer_holding_the_file_open_through_stalls_at_brackets_gives_one_resul
             fh.write(data[start:cut])
             fh.flush()
             start = cut
-            time.sleep(2 * SETTLE)  # the prefix looks complete and is stable for 2× settle
+            time.sleep(2 * INOTIFY_SETTLE)  # the prefix looks complete, stable for 2× settle
             assert (inbox / "slow.json").exists(), "claimed while its writer held it open"
         fh.write(data[start:])
-    d.wait_for(lambda: "slow.zip" in files(outbox), 30, "the result")
+    d.wait_for(lambda: _events(d, "job.done", "slow.json"), 30, "job.done")
     assert files(inbox / "failed") == []
     assert files(outbox) == ["slow.log.jsonl", "slow.zip"]
     claimed = _events(d, "job.claimed", "slow.json")
     assert len(claimed) == 1 and claimed[0]["complete"] == "settled"
     assert _events(d, "job.incomplete", "slow.json") == []
+    assert len(d.events("inbox.scan")) > len(_cuts(data, 3))  # rescans ran meanwhile
 
 
 def test_renamed_in_file_is_claimed_without_waiting_settle(tmp_path: Path,
@@ -125,11 +132,10 @@ def test_input_appended_after_the_claim_goes_back_to_waiting_and_completes(
         d.wait_for(lambda: _events(d, "job.claimed", "grow.json"), 30, "the claim")
         d.wait_for(lambda: _events(d, "job.incomplete", "grow.json"), 30, "job.incomplete")
         fh.write(data[cut:])
-    d.wait_for(lambda: "grow.zip" in files(outbox), 30, "the result")
+    [done] = d.wait_for(lambda: _events(d, "job.done", "grow.json"), 30, "job.done")
     assert files(inbox / "failed") == []
     assert files(outbox) == ["grow.log.jsonl", "grow.zip"]
     assert len(_events(d, "job.claimed", "grow.json")) == 1
-    [done] = d.wait_for(lambda: _events(d, "job.done", "grow.json"), 30, "job.done")
     assert done["attempts"] == 1  # the run on the unfinished file was given back
 
 
@@ -148,3 +154,25 @@ def test_input_that_never_completes_fails_as_incomplete_after_grace(tmp_path: Pa
     assert error["type"] == "IncompleteInput", error
     assert error["message"].startswith("incomplete after 2s"), error
     assert _events(d, "job.incomplete", "dead.json")
+
+
+def test_a_file_renamed_while_its_writer_still_writes_waits_for_the_close(
+        tmp_path: Path, daemon_factory) -> None:
+    """inotify: a writer that renames its temp file into place and then goes on writing
+    through its descriptor carries "still being written" over to the new name."""
+    d = daemon_factory(_config(tmp_path, settle=f"{INOTIFY_SETTLE}s")).start()
+    d.wait_ready()
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    data = _doc()
+    cut = _cuts(data, 1)[0]
+    with open(inbox / ".early.json.tmp", "wb") as fh:
+        fh.write(data[:cut])
+        fh.flush()
+        os.rename(inbox / ".early.json.tmp", inbox / "early.json")
+        time.sleep(2 * INOTIFY_SETTLE)
+        assert (inbox / "early.json").exists(), "claimed while its writer held it open"
+        fh.write(data[cut:])
+    d.wait_for(lambda: _events(d, "job.done", "early.json"), 30, "job.done")
+    assert files(inbox / "failed") == [] and "early.zip" in files(outbox)
+    [claimed] = _events(d, "job.claimed", "early.json")
+    assert claimed["complete"] == "settled"  # after the close, not "renamed in"
