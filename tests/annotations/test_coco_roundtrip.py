@@ -1,0 +1,186 @@
+"""smaskd's own COCO reads back with nothing lost: subsets, instance ids, the background.
+
+Each case reads the same file whole (``read_annotation_file``) and streamed
+(``read_annotations_compact``, the export's reader) and requires the same result; third-party
+COCO without these fields reads as before (tests/annotations/test_readers.py).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from smaskd.annotations.compact import read_annotations_compact
+from smaskd.annotations.detect import read_annotation_file
+from smaskd.convert import ConvertOptions, export_file, import_file
+from smaskd.errors import InputError
+from smaskd.model import RleMask
+from smaskd.smask.colormap import voc_color
+from tests.annotations.test_compact import check_same
+from tests.conftest import GOLDEN, needs_corpus, run_cli
+from tests.smask.test_decode import rgb_png, zip_bytes
+
+
+def _rle(mask: np.ndarray) -> dict:
+    from pycocotools import mask as coco_mask
+
+    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"counts": rle["counts"].decode("ascii"), "size": list(mask.shape)}
+
+
+def _box(h: int, w: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    m = np.zeros((h, w), np.uint8)
+    m[y0:y1, x0:x1] = 1
+    return m
+
+
+def _write(tmp_path: Path, doc: dict, name: str = "annotations.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+def _read_both(path: Path):
+    check_same(path, streamed=True)
+    dataset = read_annotations_compact(path)
+    return dataset, list(dataset.items)
+
+
+def _export(path: Path, tmp_path: Path) -> dict[str, bytes]:
+    out = tmp_path / "back.zip"
+    export_file(path, out, ConvertOptions(compat="cvat"))
+    with zipfile.ZipFile(out) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
+def _objects(data: bytes) -> np.ndarray:
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    ids = {voc_color(i): i for i in range(256)}
+    return np.array([[ids[tuple(p)] for p in row] for row in rgb.tolist()])
+
+
+CATS = [{"id": 1, "name": "car", "color": [255, 0, 0]}]
+
+
+def test_subsets_are_read_back_and_one_id_may_be_in_two_subsets(tmp_path: Path) -> None:
+    m = _box(4, 5, 1, 3, 1, 3)
+    doc = {
+        "categories": CATS,
+        "images": [{"id": 1, "file_name": "a.png", "width": 5, "height": 4, "subset": "train"},
+                   {"id": 2, "file_name": "a.png", "width": 5, "height": 4, "subset": "val"},
+                   {"id": 3, "file_name": "b.png", "width": 5, "height": 4}],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "segmentation": _rle(m),
+                         "bbox": [1, 1, 2, 2], "area": 4, "iscrowd": 0} for i in (1, 2, 3)],
+    }
+    path = _write(tmp_path, doc, "instances_test.json")
+    _, items = _read_both(path)
+    assert [(i.subset, i.id) for i in items] == [("train", "a"), ("val", "a"), ("test", "b")]
+    files = _export(path, tmp_path)
+    lists = {n: files[n] for n in files if n.startswith("ImageSets/")}
+    assert lists == {"ImageSets/Segmentation/train.txt": b"a\n",
+                     "ImageSets/Segmentation/val.txt": b"a\n",
+                     "ImageSets/Segmentation/test.txt": b"b\n"}
+
+    doc["images"][1]["subset"] = "train"
+    with pytest.raises(InputError, match="same item id 'a' in subset 'train'"):
+        read_annotation_file(_write(tmp_path, doc))
+    doc["images"][1]["subset"] = 7
+    with pytest.raises(InputError, match=r"images\[1\]\.subset"):
+        read_annotation_file(_write(tmp_path, doc))
+
+
+@pytest.mark.parametrize("name,subset", [
+    ("instances_val2017.json", "val2017"),
+    ("person_keypoints_train.json", "train"),
+    ("stuff_val.json", "val"),
+    ("captions_val.json", "default"),
+    ("annotations.json", "default"),
+])
+def test_common_coco_file_names_name_the_subset(tmp_path: Path, name: str, subset: str) -> None:
+    doc = {"categories": CATS, "images": [{"id": 1, "file_name": "x.jpg"}], "annotations": []}
+    _, items = _read_both(_write(tmp_path, doc, name))
+    assert items[0].subset == subset
+
+
+def test_instance_ids_are_honoured_and_unused_ids_reserved(tmp_path: Path) -> None:
+    """Ids 2 and 5 stay 2 and 5; the annotation without an id follows max_instance_id (6)."""
+    h, w = 4, 8
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "segmentation": _rle(_box(h, w, 0, 2, 0, 2)),
+         "attributes": {"instance_id": 5}},
+        {"id": 2, "image_id": 1, "category_id": 1, "segmentation": _rle(_box(h, w, 0, 2, 3, 5)),
+         "attributes": {"instance_id": 2, "occluded": False}},
+        {"id": 3, "image_id": 1, "category_id": 1, "segmentation": [[6, 0, 8, 0, 8, 2, 6, 2]]},
+    ]
+    doc = {"info": {"background_label": {"name": "background", "color": [0, 0, 0]}},
+           "categories": CATS,
+           "images": [{"id": 1, "file_name": "a.png", "width": w, "height": h,
+                       "max_instance_id": 6}],
+           "annotations": anns}
+    path = _write(tmp_path, doc)
+    dataset, items = _read_both(path)
+    groups = sorted((a.group, dataset.labels[a.label].name, isinstance(a.shape, RleMask)
+                     and a.shape.counts == (h * w,)) for a in items[0].annotations)
+    assert groups == [(1, "background", True), (2, "car", False), (3, "background", True),
+                      (4, "background", True), (5, "car", False), (6, "background", True),
+                      (7, "car", False)]
+    assert "instance_id" not in items[0].annotations[1].attributes
+    obj = _objects(_export(path, tmp_path)["SegmentationObject/a.png"])
+    assert obj[0, 0] == 5 and obj[0, 3] == 2 and obj[0, 6] == 7
+
+    # a file without ids (or without a background) numbers instances in file order, as before
+    for ann in anns:
+        ann.pop("attributes", None)
+    del doc["images"][0]["max_instance_id"]
+    _, items = _read_both(_write(tmp_path, doc))
+    assert [a.group for a in items[0].annotations] == [1, 2, 3]
+
+    anns[0]["attributes"] = {"instance_id": -1}
+    with pytest.raises(InputError, match=r"annotations\[0\]\.attributes\.instance_id"):
+        read_annotation_file(_write(tmp_path, doc))
+
+
+def test_the_background_colour_travels_in_info(tmp_path: Path) -> None:
+    """A zip whose background is red comes back red (before: black, unless --labelmap)."""
+    labelmap = "background:255,0,0::\ncar:0,0,255::\n"
+    cls = rgb_png(np.array([[(255, 0, 0), (0, 0, 255)]], np.uint8))
+    obj = rgb_png(np.array([[(0, 0, 0), voc_color(1)]], np.uint8))
+    src = tmp_path / "red.zip"
+    src.write_bytes(zip_bytes({"labelmap.txt": labelmap, "ImageSets/Segmentation/d.txt": "a\n",
+                               "SegmentationClass/a.png": cls,
+                               "SegmentationObject/a.png": obj}).getvalue())
+    js, back = tmp_path / "red.json", tmp_path / "back.zip"
+    assert run_cli("import", src, "-o", js).returncode == 0
+    doc = json.loads(js.read_text())
+    assert doc["info"]["background_label"] == {"name": "background", "color": [255, 0, 0]}
+    assert [c["name"] for c in doc["categories"]] == ["car"]  # still no background category
+    assert run_cli("export", js, "-o", back, "--compat", "cvat").returncode == 0
+    with zipfile.ZipFile(back) as zf:
+        png = zf.read("SegmentationClass/a.png")
+        assert b"background:255,0,0::" in zf.read("labelmap.txt")
+    rgb = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert rgb.tolist() == [[[255, 0, 0], [0, 0, 255]]]
+
+
+@needs_corpus
+def test_pycocotools_loads_every_annotation(tmp_path: Path) -> None:
+    """Third-party readers see plain COCO: the extra fields trip nothing."""
+    src = GOLDEN / "s07a_masks" / "expected" / "export.zip"
+    for polygons in (False, True):
+        out = tmp_path / f"s07a-{polygons}.json"
+        import_file(src, out, ConvertOptions(polygons=polygons))
+        coco = COCO(str(out))
+        anns = coco.loadAnns(coco.getAnnIds())
+        assert anns and all(coco.annToMask(a).sum() > 0 for a in anns)
+        assert all(a["category_id"] in coco.cats for a in anns)
+        assert all(a["attributes"]["instance_id"] > 0 for a in anns)
+        with io.StringIO():
+            res = coco.loadRes(anns)
+        assert len(res.getAnnIds()) == len(anns)
