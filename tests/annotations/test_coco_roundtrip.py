@@ -7,7 +7,6 @@ COCO without these fields reads as before (tests/annotations/test_readers.py).
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from pathlib import Path
@@ -181,6 +180,62 @@ def test_pycocotools_loads_every_annotation(tmp_path: Path) -> None:
         assert anns and all(coco.annToMask(a).sum() > 0 for a in anns)
         assert all(a["category_id"] in coco.cats for a in anns)
         assert all(a["attributes"]["instance_id"] > 0 for a in anns)
-        with io.StringIO():
-            res = coco.loadRes(anns)
+        res = coco.loadRes(anns)
         assert len(res.getAnnIds()) == len(anns)
+
+
+# README "Where smaskd differs from CVAT": the two cases it names besides the table.
+
+
+def test_category_id_0_is_an_ordinary_category(tmp_path: Path) -> None:
+    """labelme's ``_background_`` (id 0): painted in its own colour; CVAT gives it no label."""
+    m = _box(3, 4, 0, 2, 0, 2)
+    doc = {"categories": [{"id": 0, "name": "_background_"}, {"id": 1, "name": "car",
+                                                              "color": [255, 0, 0]}],
+           "images": [{"id": 0, "file_name": "a.jpg", "width": 4, "height": 3}],
+           "annotations": [{"id": 1, "image_id": 0, "category_id": 0, "segmentation": _rle(m)}]}
+    path = _write(tmp_path, doc)
+    out = tmp_path / "out.zip"
+    result = export_file(path, out, ConvertOptions())
+    assert any("_background_" in w and "no colour" in w for w in result.warnings)
+    with zipfile.ZipFile(out) as zf:
+        lines = dict(ln.split(":", 2)[:2] for ln in zf.read("labelmap.txt").decode().splitlines()
+                     if not ln.startswith("#"))
+        png = zf.read("SegmentationClass/a.png")
+    color = [int(v) for v in lines["_background_"].split(",")]
+    assert color != [0, 0, 0]
+    rgb = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert rgb[0, 0].tolist() == color and rgb[2, 3].tolist() == [0, 0, 0]
+
+
+def test_a_mask_whose_size_differs_from_its_frame_is_refused(tmp_path: Path) -> None:
+    """COCO: when read; Datumaro JSON: read with a warning, refused by the export (both modes)."""
+    small = _rle(_box(2, 3, 0, 2, 0, 3))
+    coco = {"categories": CATS, "images": [{"id": 1, "file_name": "a.png", "width": 6,
+                                            "height": 4}],
+            "annotations": [{"id": 9, "image_id": 1, "category_id": 1, "segmentation": small}]}
+    with pytest.raises(InputError, match=r"annotation id 9.*RLE size 2x3 differs from the image "
+                                         r"size 4x6"):
+        read_annotation_file(_write(tmp_path, coco))
+    dm = {"dm_format_version": "1.0", "categories": {"label": {"labels": [{"name": "car"}]}},
+          "items": [{"id": "a", "image": {"size": [4, 6]}, "annotations": [
+              {"id": 3, "type": "mask", "label_id": 0, "rle": small}]}]}
+    path = _write(tmp_path, dm, "dm.json")
+    for compat in (None, "cvat"):
+        with pytest.raises(InputError, match=r"annotation 3.*2x3 \(h x w\) differs from the "
+                                             r"frame 4x6"):
+            export_file(path, tmp_path / "out.zip", ConvertOptions(compat=compat))
+
+
+def test_an_image_of_another_size_does_not_change_the_masks_frame() -> None:
+    from smaskd.smask.load import load_mask_zip
+
+    jpg = cv2.imencode(".jpg", np.zeros((7, 11, 3), np.uint8))[1].tobytes()
+    cls = rgb_png(np.array([[(255, 0, 0), (0, 0, 0)]], np.uint8))
+    obj = rgb_png(np.array([[voc_color(1), (0, 0, 0)]], np.uint8))
+    ds = load_mask_zip(zip_bytes({"labelmap.txt": "background:0,0,0::\ncar:255,0,0::\n",
+                                  "ImageSets/Segmentation/d.txt": "a\n", "JPEGImages/a.jpg": jpg,
+                                  "SegmentationClass/a.png": cls,
+                                  "SegmentationObject/a.png": obj}))
+    item = ds.items[0]
+    assert (item.height, item.width, item.image_path) == (1, 2, "JPEGImages/a.jpg")
