@@ -251,11 +251,11 @@ def _read_coco(file: _OpenFile, scanned: ScannedDocument, header: Dataset, head:
     images = scanned.lists["images"]
     image_crcs = np.zeros(len(images.starts), dtype=np.uint32)
     index_of: dict[Any, int] = {}
-    frame: list[Item] = []  # what an annotation's check needs: id, subset, size
+    frame: list[tuple[str, str, int | None, int | None]] = []  # what an annotation's check needs
     checked = coco_images(_checked_elements(file, images, image_crcs), root, subset)
     for i, (image_id, item) in enumerate(checked):
         index_of[image_id] = i
-        frame.append(item)
+        frame.append((item.id, item.subset, item.height, item.width))
 
     anns = scanned.lists.get("annotations")  # absent: images without annotations
     count = 0 if anns is None else len(anns.starts)
@@ -265,9 +265,7 @@ def _read_coco(file: _OpenFile, scanned: ScannedDocument, header: Dataset, head:
     for k, ann in enumerate(_checked_elements(file, anns, ann_crcs) if anns else ()):
         at = anns_at.index(k)
         ann, i = coco_annotation_image(ann, at, index_of)
-        image = frame[i]
-        append_coco_annotation(Item(image.id, image.subset, image.height, image.width), ann,
-                               label_of, at)
+        append_coco_annotation(Item(*frame[i]), ann, label_of, at)
         ann_image[k] = i
     del index_of, frame
     order = np.argsort(ann_image, kind="stable").astype(np.int32)
