@@ -239,3 +239,20 @@ def test_an_image_of_another_size_does_not_change_the_masks_frame() -> None:
                                   "SegmentationObject/a.png": obj}))
     item = ds.items[0]
     assert (item.height, item.width, item.image_path) == (1, 2, "JPEGImages/a.jpg")
+
+
+def test_category_id_0_named_background_is_the_background(tmp_path: Path) -> None:
+    """The exception README names: the background label's shapes erase, as in CVAT."""
+    doc = {"categories": [{"id": 0, "name": "background"}, {"id": 1, "name": "car",
+                                                            "color": [255, 0, 0]}],
+           "images": [{"id": 0, "file_name": "a.jpg", "width": 4, "height": 3}],
+           "annotations": [
+               {"id": 1, "image_id": 0, "category_id": 1,
+                "segmentation": _rle(_box(3, 4, 0, 3, 0, 4))},
+               {"id": 2, "image_id": 0, "category_id": 0,
+                "segmentation": _rle(_box(3, 4, 0, 2, 0, 2))}]}
+    files = _export(_write(tmp_path, doc), tmp_path)
+    rgb = cv2.imdecode(np.frombuffer(files["SegmentationClass/a.png"], np.uint8),
+                       cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[2, 3].tolist() == [255, 0, 0]
+    assert _objects(files["SegmentationObject/a.png"])[0, 0] == 0

@@ -142,7 +142,8 @@ class _Masks:
         img = self.png("SegmentationObject", item)
         if img is None or img.ndim == 2:
             return img
-        key = (img[..., 0].astype(np.int64) << 16) | (img[..., 1].astype(np.int64) << 8) | img[..., 2]
+        wide = img.astype(np.int64)
+        key = (wide[..., 0] << 16) | (wide[..., 1] << 8) | wide[..., 2]
         out = np.zeros(key.shape, dtype=np.int64)
         for k in np.unique(key).tolist():
             out[key == k] = _VOC_ID[k]
