@@ -81,9 +81,12 @@ _RLE_CHARS = re.compile(r"[0-o]*")  # pycocotools' string alphabet: chr(48) .. c
 _HEX_COLOR = re.compile(r"#?([0-9a-fA-F]{6})")
 _SUBSET_NAME = re.compile(r"(?:instances|person_keypoints|stuff)_(.+)\.json", re.IGNORECASE)
 
-#: The largest instance id a mask zip can hold (16-bit SegmentationObject); ids are reserved
-#: up to the largest one, so a larger one is refused rather than allocated.
+#: The largest instance id a mask zip can hold (16-bit SegmentationObject).
 MAX_INSTANCE_ID = 65535
+#: Ids are reserved (empty masks made) only up to this one: an export's SegmentationObject
+#: is coloured with the 256-colour VOC palette, so no id above it can be reproduced, and a
+#: few bytes of JSON must not make tens of thousands of annotations.
+_RESERVED_UP_TO = 255
 
 
 def subset_from_coco_name(name: str) -> str:
@@ -352,9 +355,7 @@ def finish_coco_item(item: Item, reserved: int, background: int | None) -> Item:
     mask loader makes them, so an export numbers the instances as the original zip did.
     """
     given = {a.group for a in item.annotations if a.group > 0}
-    top = max(given, default=0)
-    if given or reserved:
-        top = max(top, reserved)
+    top = max(max(given, default=0), reserved)
     unnumbered: dict[int, int] = {}
     for ann in item.annotations:
         if ann.group < 0:
@@ -362,7 +363,8 @@ def finish_coco_item(item: Item, reserved: int, background: int | None) -> Item:
     if background is not None and item.height is not None and item.width is not None:
         empty = RleMask((item.height * item.width,), item.height, item.width)
         item.annotations.extend(Annotation(empty, background, 0, i)
-                                for i in range(1, top + 1) if i not in given)
+                                for i in range(1, min(top, _RESERVED_UP_TO) + 1)
+                                if i not in given)
     return item
 
 

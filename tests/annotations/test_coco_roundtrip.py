@@ -141,6 +141,13 @@ def test_instance_ids_are_honoured_and_unused_ids_reserved(tmp_path: Path) -> No
     _, items = _read_both(_write(tmp_path, doc))
     assert [a.group for a in items[0].annotations] == [1, 2, 3]
 
+    # ids past the VOC palette's 255 cannot be reproduced: nothing is reserved beyond them
+    doc["images"][0]["max_instance_id"] = 65535
+    _, items = _read_both(_write(tmp_path, doc))
+    assert len(items[0].annotations) == 3 + 255
+    assert [a.group for a in items[0].annotations[:3]] == [65536, 65537, 65538]
+    del doc["images"][0]["max_instance_id"]
+
     anns[0]["attributes"] = {"instance_id": -1}
     with pytest.raises(InputError, match=r"annotations\[0\]\.attributes\.instance_id"):
         read_annotation_file(_write(tmp_path, doc))
