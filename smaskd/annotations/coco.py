@@ -22,6 +22,17 @@ Decisions, each because a user would otherwise lose or misplace data:
   valid COCO id and group 0 means "no group".
 * An empty segmentation with a bbox is a ``Box`` (with ``attributes.rotation`` when CVAT wrote
   one), never an invented polygon.
+* Subsets: ``images[].subset`` (smaskd writes it), else the file name's
+  (``instances_<s>.json``, ``person_keypoints_<s>.json``, ``stuff_<s>.json``), else
+  ``default``. Items are keyed by (subset, id): one id may be in two subsets.
+* What smaskd's own COCO carries for a lossless round trip, and what is honoured when present
+  (third-party files without it read as before): ``attributes.instance_id`` (> 0) is the
+  annotation's group, so a re-export numbers SegmentationObject as the original zip did;
+  annotations without one take the ids after the largest, in file order. ``images[].
+  max_instance_id`` and ids missing below the largest are reserved with empty masks on the
+  background label (as the mask loader reserves them). ``info.background_label``
+  (``{"name", "color"}``) is the label COCO has no category for; it is added first, so an
+  export paints the background in its colour.
 * A *results* list (top level ``[...]``, as detectors and ``loadRes`` use) is supported: items
   are named by ``image_id``, labels by ``category_id`` (the file has no names), frame sizes come
   from the RLE ``size``; an image with only polygons or boxes has no size and is refused.
@@ -46,10 +57,14 @@ from smaskd.annotations.jsonload import (
 from smaskd.model import RGB, Annotation, Box, Dataset, Item, Label, Polygon, RleMask
 from smaskd.pngio import MAX_IMAGE_PIXELS
 from smaskd.rle import counts_total_from_string
+from smaskd.smask.labelspec import resolve_background
 
 __all__ = [
+    "MAX_INSTANCE_ID",
     "append_coco_annotation",
     "check_frame_size",
+    "coco_reserved_ids",
+    "finish_coco_item",
     "coco_annotation_image",
     "coco_image",
     "coco_images",
@@ -64,12 +79,20 @@ _T = TypeVar("_T")
 
 _RLE_CHARS = re.compile(r"[0-o]*")  # pycocotools' string alphabet: chr(48) .. chr(111)
 _HEX_COLOR = re.compile(r"#?([0-9a-fA-F]{6})")
-_INSTANCES_NAME = re.compile(r"instances_(.+)\.json", re.IGNORECASE)
+_SUBSET_NAME = re.compile(r"(?:instances|person_keypoints|stuff)_(.+)\.json", re.IGNORECASE)
+
+#: The largest instance id a mask zip can hold (16-bit SegmentationObject).
+MAX_INSTANCE_ID = 65535
+#: Ids are reserved (empty masks made) only up to this one: an export's SegmentationObject
+#: is coloured with the 256-colour VOC palette, so no id above it can be reproduced, and a
+#: few bytes of JSON must not make tens of thousands of annotations.
+_RESERVED_UP_TO = 255
 
 
 def subset_from_coco_name(name: str) -> str:
-    """``instances_train.json`` → ``train`` (COCO's and Datumaro's naming); else ``default``."""
-    m = _INSTANCES_NAME.fullmatch(posixpath.basename(name))
+    """``instances_train.json`` → ``train`` (COCO's and Datumaro's naming; also
+    ``person_keypoints_<s>.json`` and ``stuff_<s>.json``); else ``default``."""
+    m = _SUBSET_NAME.fullmatch(posixpath.basename(name))
     return m.group(1) if m else "default"
 
 
@@ -171,9 +194,18 @@ def _shapes(ann: dict, at: At) -> list[Box | Polygon | RleMask]:
     return [Box(x, y, w, h, rotation)]
 
 
+def _instance_id(attrs: dict, at: At) -> int:
+    """``attributes.instance_id`` (smaskd writes it), 0 when absent: no id to honour."""
+    value = attrs.get("instance_id")
+    if value is None:
+        return 0
+    return expect_int(value, at.key("attributes").key("instance_id"), 0, MAX_INSTANCE_ID)
+
+
 def _attributes(ann: dict, at: At) -> dict:
     attrs = dict(expect_dict(ann.get("attributes") or {}, at.key("attributes")))
     attrs.pop("rotation", None)  # now Box.rotation
+    attrs.pop("instance_id", None)  # now the group
     if ann.get("iscrowd") is not None:
         crowd = ann["iscrowd"]
         if isinstance(crowd, bool):
@@ -190,8 +222,12 @@ def _append(item: Item, ann: dict, label: int, at: At) -> None:
     ann_id = expect_int(ann_id, at.key("id")) if ann_id is not None else 0
     at = at.within(f"item {item.id!r}, annotation id {ann_id}")
     shapes = _shapes(ann, at)
+    raw_attrs = ann.get("attributes")
+    instance_id = _instance_id(raw_attrs, at) if isinstance(raw_attrs, dict) else 0
     attrs = _attributes(ann, at)
-    group = item.annotations[-1].group + 1 if item.annotations else 1  # all groups come from here
+    # Without an id, a placeholder unique in the item (negative), numbered by finish_coco_item
+    # after the item's largest id once every annotation is in; all groups come from here.
+    group = instance_id or -(len(item.annotations) + 1)
     for shape in shapes:
         if (
             isinstance(shape, RleMask)
@@ -209,7 +245,20 @@ def _append(item: Item, ann: dict, label: int, at: At) -> None:
         item.annotations.append(Annotation(shape, label, 0, group, ann_id, dict(attrs)))
 
 
+def _background_label(doc: dict, root: At) -> Label | None:
+    """``info.background_label`` = ``{"name", "color"}`` (smaskd writes it), else None."""
+    info = doc.get("info")
+    if not isinstance(info, dict) or info.get("background_label") is None:
+        return None
+    at = root.key("info").key("background_label")
+    entry = expect_dict(info["background_label"], at)
+    name = expect_str(entry.get("name"), at.key("name"))
+    color = parse_color(entry["color"], at.key("color")) if entry.get("color") is not None else None
+    return Label(name, color)
+
+
 def coco_labels(doc: dict, root: At) -> tuple[list[Label], dict[Any, int]]:
+    """The labels (``info.background_label`` first, then categories by id), cat id → index."""
     cats_at = root.key("categories")
     entries = []
     for i, cat in enumerate(expect_list(doc.get("categories", []), cats_at)):
@@ -223,6 +272,9 @@ def coco_labels(doc: dict, root: At) -> tuple[list[Label], dict[Any, int]]:
     labels: list[Label] = []
     index: dict[Any, int] = {}
     names: set[str] = set()
+    background = _background_label(doc, root)
+    if background is not None and all(e[1] != background.name for e in entries):
+        labels.append(background)  # a category of that name (an edited file) is the label
     for cat_id, name, color, at in entries:
         if cat_id in index:
             raise at.key("id").error(f"duplicate category id {cat_id}")
@@ -235,8 +287,15 @@ def coco_labels(doc: dict, root: At) -> tuple[list[Label], dict[Any, int]]:
 
 
 def coco_image(img: Any, at: At, subset: str) -> tuple[Any, Item]:
-    """One ``images`` entry → (its id, an ``Item`` without annotations)."""
+    """One ``images`` entry → (its id, an ``Item`` without annotations).
+
+    ``subset`` is the file's (from its name); the entry's own ``subset`` wins.
+    """
     img = expect_dict(img, at)
+    if img.get("subset") is not None:
+        subset = expect_str(img["subset"], at.key("subset"))
+        if not subset:
+            raise at.key("subset").error("empty subset name")
     image_id = img.get("id")
     if not _is_id(image_id):
         raise at.key("id").error("expected an integer or string image id")
@@ -256,6 +315,7 @@ def coco_image(img: Any, at: At, subset: str) -> tuple[Any, Item]:
         raise at.error("image has only one of width and height")
     if height is not None and width is not None:
         check_frame_size(height, width, at)
+    coco_reserved_ids(img, at)  # checked here, with the rest of the entry
     return image_id, Item(item_id, subset, height, width, [], file_name)
 
 
@@ -263,17 +323,49 @@ def coco_images(entries: Iterable[Any], root: At, subset: str) -> Iterator[tuple
     """The ``images`` entries in order, each checked, duplicate ids and item ids refused."""
     images_at = root.key("images")
     ids: set[Any] = set()
-    names: set[str] = set()
+    keys: set[tuple[str, str]] = set()
     for i, img in enumerate(entries):
         at = images_at.index(i)
         image_id, item = coco_image(img, at, subset)
         if image_id in ids:
             raise at.key("id").error(f"duplicate image id {image_id!r}")
-        if item.id in names:
-            raise at.key("file_name").error(f"two images map to the same item id {item.id!r}")
+        if (item.subset, item.id) in keys:
+            raise at.key("file_name").error(
+                f"two images map to the same item id {item.id!r} in subset {item.subset!r}")
         ids.add(image_id)
-        names.add(item.id)
+        keys.add((item.subset, item.id))
         yield image_id, item
+
+
+def coco_reserved_ids(img: Any, at: At) -> int:
+    """``images[].max_instance_id`` (smaskd writes it): ids 1..n the item's masks used, 0 if
+    absent. It keeps an item whose instances all vanished (a PNG pair of background only)."""
+    value = img.get("max_instance_id") if isinstance(img, dict) else None
+    if value is None:
+        return 0
+    return expect_int(value, at.key("max_instance_id"), 0, MAX_INSTANCE_ID)
+
+
+def finish_coco_item(item: Item, reserved: int, background: int | None) -> Item:
+    """Number the annotations that had no instance id, and reserve the unused ids.
+
+    Annotations without ``attributes.instance_id`` take the ids after the largest given (or
+    reserved) one, in file order: a file without ids reads as before, 1, 2, ... Ids below
+    the largest that no annotation uses become empty masks on the background label, as the
+    mask loader makes them, so an export numbers the instances as the original zip did.
+    """
+    given = {a.group for a in item.annotations if a.group > 0}
+    top = max(max(given, default=0), reserved)
+    unnumbered: dict[int, int] = {}
+    for ann in item.annotations:
+        if ann.group < 0:
+            ann.group = unnumbered.setdefault(ann.group, top + len(unnumbered) + 1)
+    if background is not None and item.height is not None and item.width is not None:
+        empty = RleMask((item.height * item.width,), item.height, item.width)
+        item.annotations.extend(Annotation(empty, background, 0, i)
+                                for i in range(1, min(top, _RESERVED_UP_TO) + 1)
+                                if i not in given)
+    return item
 
 
 def coco_annotation_image(ann: Any, at: At, images: Mapping[Any, _T]) -> tuple[dict, _T]:
@@ -300,13 +392,18 @@ def read_coco(doc: Any, source: str, subset: str = "default") -> Dataset:
     root = At(source)
     doc = expect_dict(doc, root)
     labels, label_of = coco_labels(doc, root)
-    by_image = dict(coco_images(expect_list(doc.get("images"), root.key("images")), root, subset))
+    images_at = root.key("images")
+    images = expect_list(doc.get("images"), images_at)
+    by_image = dict(coco_images(images, root, subset))
     anns_at = root.key("annotations")
     for i, ann in enumerate(expect_list(doc.get("annotations", []), anns_at)):
         at = anns_at.index(i)
         ann, item = coco_annotation_image(ann, at, by_image)
         append_coco_annotation(item, ann, label_of, at)
-    return Dataset(labels, list(by_image.values()), "coco")
+    background = resolve_background(labels)
+    items = [finish_coco_item(item, coco_reserved_ids(img, images_at.index(i)), background)
+             for i, (img, item) in enumerate(zip(images, by_image.values()))]
+    return Dataset(labels, items, "coco")
 
 
 def _read_results(doc: list, root: At) -> Dataset:
@@ -334,6 +431,7 @@ def _read_results(doc: list, root: At) -> Dataset:
             item.height, item.width = rle.height, rle.width
         _append(item, ann, label_of[ann["category_id"]], at)
     for item in items.values():
+        finish_coco_item(item, 0, None)
         if item.height is None:
             raise root.error(
                 f"COCO results list: image {item.id} has only polygons or boxes, and a results "

@@ -2,9 +2,10 @@
 
 Layout::
 
-    {"info", "licenses": [],
+    {"info": {"description", "background_label"?: {"name", "color"}}, "licenses": [],
      "categories":  [{"id": 1.., "name", "color": [r, g, b] | null, "supercategory": ""}],
-     "images":      [{"id": 1.., "file_name", "width", "height", "subset"}],
+     "images":      [{"id": 1.., "file_name", "width", "height", "subset",
+                      "max_instance_id"?}],
      "annotations": [{"id": 1.., "image_id", "category_id", "segmentation", "area", "bbox",
                       "iscrowd": 0, "attributes": {"instance_id"}}]}
 
@@ -12,7 +13,13 @@ Decisions:
 
 * Categories are the labels in labelmap order **without the background label** (COCO has
   no background class), numbered 1..N. Labels never used are kept: a COCO → mask export
-  needs them to rebuild the same ``labelmap.txt``.
+  needs them to rebuild the same ``labelmap.txt``. The background's name and colour go in
+  ``info.background_label`` instead, so an export paints it in its own colour.
+* Nothing is lost on the way back (:mod:`smaskd.annotations.coco` reads it): ``subset``
+  names each image's subset, ``attributes.instance_id`` is the SegmentationObject id, and
+  ``max_instance_id`` (on images whose masks had instance ids) the largest id the item's
+  masks used, visible or not. Reserved ids (placeholders) are not written: a COCO tool
+  would count an annotation without pixels; the reader makes them again from the ids.
 * ``file_name`` is the item id plus the image's extension when the zip has the image
   (``JPEGImages/<id>.jpg``), else ``<id>.png``; ``subset`` is an extra field.
 * ``segmentation`` is a full-frame RLE with the compressed ``counts`` string pycocotools
@@ -45,8 +52,10 @@ __all__ = [
     "coco_categories",
     "coco_document",
     "coco_image",
+    "coco_info",
     "coco_item_annotations",
     "file_name",
+    "max_instance_id",
 ]
 
 
@@ -116,10 +125,29 @@ def coco_item_annotations(item: Item, cat_of: dict[int, int], polygons: bool,
     return entries
 
 
-def coco_image(image_id: int, item: Item) -> dict[str, Any]:
-    """The ``images`` entry of an item."""
-    return {"id": image_id, "file_name": file_name(item), "width": item.width,
-            "height": item.height, "subset": item.subset}
+def max_instance_id(item: Item) -> int:
+    """The largest instance id of the item's masks, placeholders included (0: none)."""
+    return max((ann.group for ann in item.annotations), default=0)
+
+
+def coco_image(image_id: int, item: Item, max_id: int = 0) -> dict[str, Any]:
+    """The ``images`` entry of an item; ``max_id`` from :func:`max_instance_id`."""
+    entry: dict[str, Any] = {"id": image_id, "file_name": file_name(item), "width": item.width,
+                             "height": item.height, "subset": item.subset}
+    if max_id:
+        entry["max_instance_id"] = max_id
+    return entry
+
+
+def coco_info(labels: list[Label], source_format: str) -> dict[str, Any]:
+    """``info``: what made the file, and the background label COCO has no category for."""
+    info: dict[str, Any] = {"description": f"imported by smaskd from {source_format or 'masks'}"}
+    background = resolve_background(labels)
+    if background is not None:
+        lab = labels[background]
+        info["background_label"] = {
+            "name": lab.name, "color": list(lab.color) if lab.color is not None else None}
+    return info
 
 
 def coco_assemble(labels: list[Label], source_format: str,
@@ -133,14 +161,14 @@ def coco_assemble(labels: list[Label], source_format: str,
     for image_id, (item, entries) in enumerate(rows, start=1):
         stats.items += 1
         unsized += item.height is None
-        images.append(coco_image(image_id, item))
+        images.append(coco_image(image_id, item, max_instance_id(item)))
         for entry in entries:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, **entry})
     if unsized:
         stats.warnings.append(f"{unsized} image(s) have no mask and no readable image: their "
                               "width and height are null")
     return {
-        "info": {"description": f"imported by smaskd from {source_format or 'masks'}"},
+        "info": coco_info(labels, source_format),
         "licenses": [],
         "categories": categories,
         "images": images,

@@ -151,7 +151,8 @@ def read_annotation_doc(
     """Read an already-parsed document; ``name`` is the file name (or path) it came from.
 
     The name only names things: errors (``name: items[3]...``), the subset of
-    ``annotations/<subset>.json`` and ``instances_<subset>.json``, and a LabelMe item without
+    ``annotations/<subset>.json`` and ``instances_<subset>.json`` (and COCO's other names, see
+    :func:`~smaskd.annotations.coco.subset_from_coco_name`), and a LabelMe item without
     ``imagePath``. It never chooses the format.
     """
     if fmt not in (*FORMATS, "auto"):

@@ -37,6 +37,8 @@ from smaskd.annotations.coco import (
     coco_image,
     coco_images,
     coco_labels,
+    coco_reserved_ids,
+    finish_coco_item,
     subset_from_coco_name,
 )
 from smaskd.annotations.datumaro import datumaro_item, datumaro_items
@@ -50,6 +52,7 @@ from smaskd.annotations.jsonscan import (
 )
 from smaskd.errors import InputError
 from smaskd.model import Dataset, Item
+from smaskd.smask.labelspec import resolve_background
 
 __all__ = ["Fallback", "RebuiltItems", "read_streamed"]
 
@@ -243,15 +246,16 @@ def _read_coco(file: _OpenFile, scanned: ScannedDocument, header: Dataset, head:
     """
     root = At(source)
     subset = subset_from_coco_name(source)
-    _, label_of = coco_labels(head, root)
+    labels, label_of = coco_labels(head, root)
+    background = resolve_background(labels)
     images = scanned.lists["images"]
     image_crcs = np.zeros(len(images.starts), dtype=np.uint32)
     index_of: dict[Any, int] = {}
-    frame: list[tuple[str, int | None, int | None]] = []  # what an annotation's check needs
+    frame: list[tuple[str, str, int | None, int | None]] = []  # what an annotation's check needs
     checked = coco_images(_checked_elements(file, images, image_crcs), root, subset)
     for i, (image_id, item) in enumerate(checked):
         index_of[image_id] = i
-        frame.append((item.id, item.height, item.width))
+        frame.append((item.id, item.subset, item.height, item.width))
 
     anns = scanned.lists.get("annotations")  # absent: images without annotations
     count = 0 if anns is None else len(anns.starts)
@@ -261,8 +265,7 @@ def _read_coco(file: _OpenFile, scanned: ScannedDocument, header: Dataset, head:
     for k, ann in enumerate(_checked_elements(file, anns, ann_crcs) if anns else ()):
         at = anns_at.index(k)
         ann, i = coco_annotation_image(ann, at, index_of)
-        item_id, height, width = frame[i]
-        append_coco_annotation(Item(item_id, subset, height, width), ann, label_of, at)
+        append_coco_annotation(Item(*frame[i]), ann, label_of, at)
         ann_image[k] = i
     del index_of, frame
     order = np.argsort(ann_image, kind="stable").astype(np.int32)
@@ -270,13 +273,13 @@ def _read_coco(file: _OpenFile, scanned: ScannedDocument, header: Dataset, head:
     del ann_image
 
     def build(i: int) -> Item:
-        _, item = coco_image(file.element(images, image_crcs, i), root.key("images").index(i),
-                             subset)
+        img, at = file.element(images, image_crcs, i), root.key("images").index(i)
+        _, item = coco_image(img, at, subset)
         for k in order[bounds[i]:bounds[i + 1]].tolist():
             assert anns is not None  # an annotation of image i exists
             ann = file.element(anns, ann_crcs, k)  # a dict: checked in the first pass
             append_coco_annotation(item, ann, label_of, anns_at.index(k))
-        return item
+        return finish_coco_item(item, coco_reserved_ids(img, at), background)
 
     return Dataset(header.labels, RebuiltItems(len(image_crcs), build, file),  # type: ignore[arg-type]
                    "coco", header.warnings)

@@ -24,6 +24,7 @@ from smaskd.annotations.coco_writer import (
     coco_categories,
     coco_image,
     coco_item_annotations,
+    max_instance_id,
 )
 from smaskd.annotations.datumaro_writer import datumaro_assemble, datumaro_item
 from smaskd.annotations.writers import FORMATS, WriteStats, dumps
@@ -54,6 +55,7 @@ class ItemContext:
 class _ItemOutput:
     item: Item  # size and path; its annotations are already in ``entries``
     entries: Any  # COCO: list of annotation dicts; Datumaro: the item's entry
+    max_id: int  # COCO: the largest instance id of the item's masks, placeholders included
     stats: WriteStats
     mixed: list[str]
     dropped: list[str]
@@ -87,9 +89,10 @@ def convert_item(ctx: ItemContext, pair: PngPair | _Unreadable) -> _ItemOutput:
                                                                stats)]
     else:
         entries = dumps(datumaro_item(item, ctx.polygons, stats))
+    max_id = max_instance_id(item)
     item.annotations = []  # carried in ``entries``; the masks stay here
-    return _ItemOutput(item, entries, stats, loaded.mixed, loaded.dropped, loaded.class_only,
-                       loaded.void)
+    return _ItemOutput(item, entries, max_id, stats, loaded.mixed, loaded.dropped,
+                       loaded.class_only, loaded.void)
 
 
 def _add(total: WriteStats, part: WriteStats) -> None:
@@ -151,19 +154,19 @@ def import_masks(
         outputs = ordered_map(convert_item, ctx, tasks(), helpers, policy, stats.parallel,
                               describe=lambda t: f"item {getattr(t, 'item', None) and t.item.id!r}")
 
-        def rows() -> Iterator[tuple[Item, Any]]:
+        def rows() -> Iterator[tuple[Item, Any, int]]:
             for entry in archive.items():
                 if not entry.has_masks:
                     item = archive.read(entry)
                     assert isinstance(item, Item)
                     entries = [] if fmt == "coco" else dumps(
                         datumaro_item(item, polygons, stats.write))
-                    yield item, entries
+                    yield item, entries, 0
                     continue
                 got = next(outputs)
                 _add(stats.write, got.stats)
                 archive.note_parts(got.item.id, got.mixed, got.dropped, got.class_only, got.void)
-                yield got.item, got.entries
+                yield got.item, got.entries, got.max_id
 
         try:
             if fmt == "coco":
@@ -208,10 +211,11 @@ def _write_coco(out: BinaryIO, labels, rows, stats: WriteStats, spool_dir: str |
     out.write(b'"images":[')
     count = unsized = 0
     with tempfile.TemporaryFile(prefix=".smaskd-annotations-", dir=spool_dir) as spool:
-        for image_id, (item, entries) in enumerate(rows, start=1):
+        for image_id, (item, entries, max_id) in enumerate(rows, start=1):
             stats.items += 1
             unsized += item.height is None
-            out.write((b"," if image_id > 1 else b"") + dumps(coco_image(image_id, item)).encode())
+            image = dumps(coco_image(image_id, item, max_id)).encode()
+            out.write((b"," if image_id > 1 else b"") + image)
             for text in entries:
                 count += 1
                 spool.write(f'{"," if count > 1 else ""}{{"id":{count},"image_id":{image_id},'
@@ -229,7 +233,7 @@ def _write_datumaro(out: BinaryIO, labels, rows, stats: WriteStats) -> None:
     _open_list(out, dumps(datumaro_assemble(labels, "segmentation_mask", [], WriteStats())),
                '"items":[]}')
     out.write(b'"items":[')
-    for n, (_, text) in enumerate(rows):
+    for n, (_, text, _) in enumerate(rows):
         stats.items += 1
         out.write((b"," if n else b"") + text.encode("utf-8"))
     out.write(b"]}")
