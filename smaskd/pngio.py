@@ -29,6 +29,7 @@ __all__ = [
     "RowRuns",
     "decode_png",
     "decode_runs",
+    "encode_indexed_rgb_png_cv2",
     "encode_indexed_rgb_pngs",
     "encode_rgb_png",
     "encode_rgb_png_fast",
@@ -104,6 +105,29 @@ def encode_rgb_png(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+#: Pixels per step when a colour table is applied to an index image: numpy turns every
+#: index array into intp (8 bytes a pixel), which for a whole 16384² frame is 2 GiB.
+_LUT_STEP = 1 << 22
+
+
+def encode_indexed_rgb_png_cv2(index: np.ndarray, lut: np.ndarray) -> bytes:
+    """:func:`encode_rgb_png` of ``lut[index]`` (``lut``: (N, 3) uint8 RGB), bytes as CVAT's.
+
+    The BGR image OpenCV encodes is painted directly, a band of rows at a time, so no
+    full-frame index copy or second (RGB) image exists next to it.
+    """
+    h, w = index.shape
+    bgr_lut = np.ascontiguousarray(lut[:, ::-1])
+    bgr = np.empty((h, w, 3), dtype=np.uint8)
+    rows = max(1, _LUT_STEP // max(w, 1))
+    for r0 in range(0, h, rows):
+        np.take(bgr_lut, index[r0:r0 + rows], axis=0, out=bgr[r0:r0 + rows])
+    ok, buf = cv2.imencode(".png", bgr)
+    if not ok:  # pragma: no cover - cv2 only fails on invalid arrays
+        raise ValueError("cv2.imencode failed")
+    return buf.tobytes()
+
+
 # -- the fast path for flat-colour masks ---------------------------------------------------
 #
 # Masks are a few flat colours. With the PNG "SUB" filter (each byte minus the byte one pixel
@@ -174,6 +198,7 @@ def encode_indexed_rgb_pngs(index: np.ndarray, luts: list[np.ndarray]) -> list[b
         filtered[:, 1:4] = lut[first]
         filtered.reshape(-1)[at] = lut[cur] - lut[prev]  # uint8: wraps mod 256
         idat = _deflate.compress(filtered, FAST_PNG_LEVEL)
+        del filtered  # before the next table's: one 3-bytes-a-pixel buffer at a time
         out.append(_PNG_MAGIC + ihdr + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
     return out
 
