@@ -116,8 +116,13 @@ def check_outline(points: list[float], where: str) -> None:
     """Refuse a polygon whose 5x outline (pycocotools' allocation) is over the bound.
 
     The count is pycocotools' own: ``Σ max(|Δx|, |Δy|) + 1`` over the closed polygon's
-    edges of ``(int)(5·v + 0.5)`` coordinates.
+    edges of ``(int)(5·v + 0.5)`` coordinates. Most polygons are cleared by a cheaper bound
+    first (points x the 5x span of their box), which costs a few µs instead of numpy's ~50.
     """
+    xs, ys = points[0::2], points[1::2]
+    span = max(max(xs) - min(xs), max(ys) - min(ys))
+    if len(xs) * (_SCALE * span + 2) <= MAX_POLYGON_OUTLINE:
+        return
     import numpy as np
 
     xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)
