@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import cv2
@@ -22,7 +23,7 @@ import numpy as np
 
 from smaskd import MAX_IMAGE_PIXELS
 from smaskd.config import Config
-from smaskd.smask.limits import DEFAULT_MAX_INSTANCES, export_memory
+from smaskd.smask.limits import DEFAULT_MAX_INSTANCES, frame_memory
 from tests.conftest import run_cli
 
 DEFAULT_WORKER_MEMORY = Config.__dataclass_fields__["worker_memory"].default
@@ -109,13 +110,48 @@ def test_a_full_polygon_on_the_largest_frame_exports_within_the_default_worker_m
     """16384² is the accepted cap (CVAT exports such frames); it needed 5.3 GB before."""
     side = 16384
     assert side * side == MAX_IMAGE_PIXELS
-    assert export_memory(MAX_IMAGE_PIXELS) <= DEFAULT_WORKER_MEMORY
+    assert frame_memory(MAX_IMAGE_PIXELS) <= DEFAULT_WORKER_MEMORY
     src = _coco(tmp_path / "huge.json", side, side, [[0, 0, side, 0, side, side, 0, side]])
     done = run_limited("export", src, "-o", tmp_path / "out.zip", "-j", "1")
     assert done.returncode == 0, done.stderr[-2000:]
     with zipfile.ZipFile(tmp_path / "out.zip") as zf:
         head = zf.open("SegmentationObject/frame.png").read(33)
     assert struct.unpack(">II", head[16:24]) == (side, side)
+
+
+def _paletted_png(side: int, palette: list[tuple[int, int, int]]) -> bytes:
+    """A VOC-style paletted mask (OpenCV cannot write one): index 1 but for 10 top rows."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    rows = np.ones((side, side + 1), np.uint8)
+    rows[:, 0] = 0  # filter NONE
+    rows[:10, 1:] = 0
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 3, 0, 0, 0))
+            + chunk(b"PLTE", b"".join(bytes(c) for c in palette))
+            + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)) + chunk(b"IEND", b""))
+
+
+def test_a_paletted_mask_of_the_largest_frame_imports_within_the_default_worker_memory(
+        tmp_path: Path) -> None:
+    """VOC masks are paletted: OpenCV decodes them, and the per-pixel path that followed
+    needed ~20 bytes a pixel (a MemoryError at 16384²); runs of the decoded rows do not."""
+    side = 16384
+    data = _paletted_png(side, [(0, 0, 0), (128, 0, 0)])  # VOC instance 1 = class colour
+    src = tmp_path / "voc.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        zf.writestr("labelmap.txt", "background:0,0,0::\ncar:128,0,0::\n")
+        zf.writestr("SegmentationClass/f.png", data)
+        zf.writestr("SegmentationObject/f.png", data)
+        zf.writestr("ImageSets/Segmentation/default.txt", "f\n")
+    del data
+    done = run_limited("import", src, "-o", tmp_path / "out.json", "-j", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    doc = json.loads((tmp_path / "out.json").read_text())
+    (ann,) = doc["annotations"]
+    assert ann["area"] == side * (side - 10) and doc["images"][0]["width"] == side
 
 
 # -- case 8: every refusal names the file and place, never [internal] -------------------------

@@ -14,8 +14,10 @@ One bound is not a setting: :data:`MAX_POLYGON_OUTLINE`, the length of the outli
 pycocotools draws at 5x resolution, which is what its memory follows (a few points can zigzag
 across a large frame). It is computed exactly as pycocotools does, just before the fill.
 
-:func:`export_memory` is what a process needs to export a frame: measured (``RLIMIT_AS``
-of a CLI export of one full polygon on a 16384² frame), for the daemon's configuration check.
+:func:`frame_memory` is what a worker needs to convert the largest frame it will meet, for
+the daemon's configuration check: measured as the smallest ``RLIMIT_AS`` under which the CLI
+exports one full polygon on a 16384² frame (1.75 GiB, default and ``--compat cvat``) and
+imports its mask zip, or a VOC-style paletted 16384² mask zip (2.25 GiB passes).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ __all__ = [
     "LimitError",
     "check_item_size",
     "check_outline",
-    "export_memory",
+    "frame_memory",
     "shown",
     "too_many_instances",
 ]
@@ -138,6 +140,7 @@ def check_outline(points: list[float], where: str) -> None:
         )
 
 
-def export_memory(pixels: int) -> int:
-    """Address space (bytes) an export process needs for a frame of ``pixels`` pixels."""
+def frame_memory(pixels: int) -> int:
+    """Address space (bytes) a worker needs to export or import a frame of ``pixels`` pixels
+    (2.25 GiB for 16384²): a ``worker_memory`` below it fails such frames with a memory error."""
     return BASE_MEMORY + BYTES_PER_PIXEL * int(pixels)
