@@ -26,6 +26,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    choices=["auto", "coco", "datumaro", "labelme"])
     p.add_argument("--compat", choices=["cvat"],
                    help="reproduce CVAT byte for byte, including its silent data loss")
+    _add_limits(p)
     _add_jobs(p)
 
 
@@ -49,6 +50,27 @@ def _jobs(text: str) -> int:
     if not 1 <= value <= MAX_JOBS:
         raise argparse.ArgumentTypeError(f"expected an integer 1..{MAX_JOBS}, got {text!r}")
     return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    from smaskd.smask.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_POLYGON_POINTS
+
+    p.add_argument("--max-polygon-points", type=_positive, default=DEFAULT_MAX_POLYGON_POINTS,
+                   metavar="N", help="refuse a polygon with more points "
+                   f"(default {DEFAULT_MAX_POLYGON_POINTS})")
+    p.add_argument("--max-instances", type=_positive, default=DEFAULT_MAX_INSTANCES,
+                   metavar="N", help="refuse an item with more mask shapes "
+                   f"(default {DEFAULT_MAX_INSTANCES})")
 
 
 def _add_jobs(p: argparse.ArgumentParser) -> None:
@@ -93,6 +115,7 @@ def _unusable_paths(args: argparse.Namespace) -> tuple[int, str] | None:
 def _run_convert(args: argparse.Namespace) -> int:
     from smaskd.convert import ConvertOptions, export_file, import_file
     from smaskd.procs import keep_heap_between_items
+    from smaskd.smask.limits import InputLimits
     from smaskd.smask.parallel import default_jobs
 
     problem = _unusable_paths(args)
@@ -102,8 +125,9 @@ def _run_convert(args: argparse.Namespace) -> int:
     keep_heap_between_items()  # one file, then exit: see procs.py
     jobs = args.jobs or default_jobs()
     if args.command == "export":
+        limits = InputLimits(args.max_polygon_points, args.max_instances)
         options = ConvertOptions(labelmap=args.labelmap, compat=args.compat,
-                                 source_format=args.source_format, jobs=jobs)
+                                 source_format=args.source_format, jobs=jobs, limits=limits)
         result = export_file(args.input, args.output, options)
     else:
         options = ConvertOptions(labelmap=args.labelmap, polygons=args.polygons, format=args.format,

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from smaskd.convert import ConvertOptions
 from smaskd.errors import ConfigError, SmaskdError
+from smaskd.smask.limits import InputLimits
 
 __all__ = [
     "Config",
@@ -120,6 +121,8 @@ class Config:
     #: Longest wait between retries of jobs blocked by the filesystem (outbox full or not
     #: writable, inbox gone); the wait starts at 1 s and doubles up to this.
     fault_backoff: float = 60.0
+    #: Per-item export bounds (max_polygon_points, max_instances), passed to every job.
+    limits: InputLimits = InputLimits()
     source: Path | None = None  # the file it came from; None: the embedded default
 
     def inbox(self, name: str) -> Inbox:
@@ -317,7 +320,8 @@ def parse_config(data: Any, source: Path | None = None, check_folders: bool = Tr
     r = _Reader({} if data is None else data, "", {
         "workers", "state_dir", "host_id", "inboxes", "rules", "unmatched", "job_timeout",
         "drain_timeout", "max_input_bytes", "worker_memory", "file_mode", "umask", "log_level",
-        "queue_limit", "fault_backoff", "heartbeat_interval", "lease"})
+        "queue_limit", "fault_backoff", "heartbeat_interval", "lease", "max_polygon_points",
+        "max_instances"})
     workers = r.get("workers", os.cpu_count() or 1)
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 256:
         raise ConfigError("expected an integer from 1 to 256", "workers")
@@ -353,6 +357,8 @@ def parse_config(data: Any, source: Path | None = None, check_folders: bool = Tr
         log_level=r.str("log_level", "info", LOG_LEVELS),  # type: ignore[arg-type]
         queue_limit=_queue_limit(r.get("queue_limit", 1000)),
         fault_backoff=_fault_backoff(r.opt("fault_backoff", parse_duration, 60.0)),
+        limits=InputLimits(*(_count(r.get(key, getattr(InputLimits(), key)), key)
+                             for key in ("max_polygon_points", "max_instances"))),
         source=source,
     )
     _check_relations(config, check_folders)
@@ -374,6 +380,12 @@ def _worker_memory(value: Any) -> int | None:
 def _queue_limit(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1_000_000:
         raise ConfigError("expected an integer from 1 to 1000000", "queue_limit")
+    return value
+
+
+def _count(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError("expected a positive integer", where)
     return value
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from smaskd.atomicio import atomic_writer
 from smaskd.errors import InputError, SmaskdError
+from smaskd.smask.limits import InputLimits
 
 __all__ = [
     "ACTIONS",
@@ -24,6 +25,7 @@ __all__ = [
     "output_suffix",
     "SNIFF_BYTES",
     "sniff_bytes",
+    "sniff_open",
     "sniff_kind",
 ]
 
@@ -48,6 +50,8 @@ class ConvertOptions:
     # claim renames it with a job-id prefix) and the input size cap.
     source_name: str | None = None
     max_input_bytes: int | None = None
+    # Per-item bounds of an export (CLI flags, the daemon's config), not a rule option.
+    limits: InputLimits = InputLimits()
 
     @classmethod
     def from_mapping(cls, options: dict[str, Any], where: str = "options") -> "ConvertOptions":
@@ -104,9 +108,20 @@ class ConvertResult:
 
 
 def sniff_kind(path: Path) -> Kind | None:
-    """What a file is, from its first bytes (never from its name)."""
+    """What a file is, from its content (never from its name)."""
     with open(path, "rb") as fh:
-        return sniff_bytes(fh.read(SNIFF_BYTES))
+        return sniff_open(fh)
+
+
+def sniff_open(fh: BinaryIO) -> Kind | None:
+    """What an open file is: JSON or a zip by its first bytes, else a zip by its end record
+    (a self-extractor's prefix, read as ``zipfile`` reads it)."""
+    from smaskd.zipdir import has_directory
+
+    kind = sniff_bytes(fh.read(SNIFF_BYTES))
+    if kind is None and has_directory(fh):
+        return "masks"
+    return kind
 
 
 SNIFF_BYTES = 64
@@ -153,10 +168,11 @@ def export_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()
     labelmap = _read_labelmap(options.labelmap)
     limits = {} if options.max_input_bytes is None else {"max_bytes": options.max_input_bytes}
     dataset = read_annotations_compact(Path(src), options.source_format,
-                                       name=options.source_name, **limits)
+                                       name=options.source_name,
+                                       max_instances=options.limits.max_instances, **limits)
     with atomic_writer(dst) as out:
         stats = export_dataset(dataset, out, labelmap=labelmap, compat=options.compat,
-                               jobs=options.jobs)
+                               jobs=options.jobs, limits=options.limits)
     return ConvertResult(
         "export", Path(dst), stats.items, stats.instances, stats.labels,
         list(dataset.warnings) + list(stats.warnings),

@@ -29,6 +29,8 @@ __all__ = [
     "RowRuns",
     "decode_png",
     "decode_runs",
+    "decode_runs_opencv",
+    "encode_indexed_rgb_png_cv2",
     "encode_indexed_rgb_pngs",
     "encode_rgb_png",
     "encode_rgb_png_fast",
@@ -83,9 +85,7 @@ def decode_png(data: bytes, where: str = "PNG") -> np.ndarray:
     back as 1 channel gray.
     """
     header = read_png_header(data, where)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InputError("PNG could not be decoded (corrupt or truncated data)", where)
+    img = _opencv_decode(data, where)
     if img.ndim == 3:
         if img.shape[2] == 1:
             img = img[:, :, 0]
@@ -96,9 +96,40 @@ def decode_png(data: bytes, where: str = "PNG") -> np.ndarray:
     return img
 
 
+def _opencv_decode(data: bytes, where: str) -> np.ndarray:
+    """OpenCV's decoding as it comes: BGR(A) channel order."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InputError("PNG could not be decoded (corrupt or truncated data)", where)
+    return img
+
+
 def encode_rgb_png(rgb: np.ndarray) -> bytes:
     """An 8-bit RGB PNG (colour type 2) of an HxWx3 RGB array, as CVAT's ``cv2.imencode``."""
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
+    if not ok:  # pragma: no cover - cv2 only fails on invalid arrays
+        raise ValueError("cv2.imencode failed")
+    return buf.tobytes()
+
+
+#: Pixels per step when a colour table is applied to an index image: numpy turns every
+#: index array into intp (8 bytes a pixel), which for a whole 16384² frame is 2 GiB.
+_LUT_STEP = 1 << 22
+
+
+def encode_indexed_rgb_png_cv2(index: np.ndarray, lut: np.ndarray) -> bytes:
+    """:func:`encode_rgb_png` of ``lut[index]`` (``lut``: (N, 3) uint8 RGB), bytes as CVAT's.
+
+    The BGR image OpenCV encodes is painted directly, a band of rows at a time, so no
+    full-frame index copy or second (RGB) image exists next to it.
+    """
+    h, w = index.shape
+    bgr_lut = np.ascontiguousarray(lut[:, ::-1])
+    bgr = np.empty((h, w, 3), dtype=np.uint8)
+    rows = max(1, _LUT_STEP // max(w, 1))
+    for r0 in range(0, h, rows):
+        np.take(bgr_lut, index[r0:r0 + rows], axis=0, out=bgr[r0:r0 + rows])
+    ok, buf = cv2.imencode(".png", bgr)
     if not ok:  # pragma: no cover - cv2 only fails on invalid arrays
         raise ValueError("cv2.imencode failed")
     return buf.tobytes()
@@ -174,6 +205,7 @@ def encode_indexed_rgb_pngs(index: np.ndarray, luts: list[np.ndarray]) -> list[b
         filtered[:, 1:4] = lut[first]
         filtered.reshape(-1)[at] = lut[cur] - lut[prev]  # uint8: wraps mod 256
         idat = _deflate.compress(filtered, FAST_PNG_LEVEL)
+        del filtered  # before the next table's: one 3-bytes-a-pixel buffer at a time
         out.append(_PNG_MAGIC + ihdr + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
     return out
 
@@ -261,6 +293,46 @@ def decode_runs(data: bytes, where: str = "PNG") -> RowRuns | None:
         px = rows[plain, 1:]
         rows[plain, 1 + bpp:] = px[:, bpp:] - px[:, :-bpp]
     return _runs_from_sub_rows(rows, height, width, bpp)
+
+
+def decode_runs_opencv(data: bytes, where: str = "PNG") -> RowRuns | None:
+    """Runs of a PNG the fast path leaves to OpenCV (palettes, Paeth rows, interlacing),
+    decoded by OpenCV; None for 16-bit or gray+alpha PNGs, or when the runs are many.
+
+    VOC-style paletted masks take this way. Turning the decoded image into runs a band of
+    rows at a time keeps a 16384² frame within a worker's memory: the per-pixel path packs
+    colours into int32 and indexes them with intp, ~20 bytes a pixel (5 GiB at 16384²).
+    """
+    header = read_png_header(data, where)
+    if header.bit_depth == 16 or header.color_type == 4:
+        return None  # their values need decode.py's per-pixel rules
+    img = _opencv_decode(data, where)  # BGR(A): packed below without an RGB copy
+    if img.dtype != np.uint8:
+        return None
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    h, w = img.shape[:2]
+    colour = img.ndim == 3
+    most = max(_DENSE_WORDS, h * w // 16)  # a flat mask has far fewer; noise: per pixel
+    rows = max(1, _LUT_STEP // max(w, 1))
+    starts, values, total = [], [], 0
+    for r0 in range(0, h, rows):
+        band = img[r0:r0 + rows]
+        if colour:
+            packed = band[..., 2].astype(np.int32) << 16  # R<<16 | G<<8 | B, alpha dropped
+            packed |= band[..., 1].astype(np.int32) << 8
+            packed |= band[..., 0]
+        else:
+            packed = band
+        flat = packed.reshape(-1)
+        change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        at = np.union1d(change, np.arange(band.shape[0], dtype=np.int64) * w)
+        total += at.size
+        if total > most:
+            return None
+        starts.append(at + r0 * w)
+        values.append(flat[at].astype(np.int64))
+    return RowRuns(h, w, np.concatenate(starts), np.concatenate(values), colour)
 
 
 #: Below this many non-zero 8-byte words the run arrays stay small (tens of MB) whatever

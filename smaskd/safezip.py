@@ -9,7 +9,10 @@ extract it, even though smaskd itself never writes members to disk:
   is folded (they overwrite each other on Windows/macOS);
 * symlinks (Unix mode bits in ``external_attr``), encrypted entries;
 * more than ``max_entries`` entries, more than ``max_total`` declared uncompressed bytes, a
-  compression ratio over ``max_ratio`` (zip bombs);
+  compression ratio over ``max_ratio`` (zip bombs). A ``.png`` entry is judged as PNG data:
+  an uncompressed (level-0) PNG is legal and zips ~500:1, so it may be as large as the raw
+  pixel rows its own header declares (read from the entry's first bytes; the header's pixel
+  count is capped as decoding caps it);
 * entries whose data overlap another entry's local header or data (the "overlapping files"
   bomb, where one compressed stream is referenced by many entries).
 
@@ -38,6 +41,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from smaskd import MAX_IMAGE_PIXELS
 from smaskd.errors import InputError, UnsafeArchiveError
 from smaskd.zipdir import Record, RecordReader, find_directory, records
 
@@ -99,6 +103,34 @@ def _check_name(name: str) -> None:
         raise UnsafeArchiveError("name contains an empty or '.' path component", where)
 
 
+def _ratio_error(rec: Record, max_ratio: float, png: bool = False) -> UnsafeArchiveError:
+    ratio = rec.file_size / max(rec.compress_size, 1)
+    more = " and larger than the raw pixels its PNG header declares" if png else ""
+    return UnsafeArchiveError(
+        f"compression ratio {ratio:.0f}:1 is over the limit of {max_ratio:.0f}:1{more} "
+        f"({rec.compress_size} → {rec.file_size} bytes)",
+        f"zip entry {rec.name!r}",
+    )
+
+
+#: Channels of each PNG colour type (gray, RGB, palette, gray+alpha, RGBA).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _png_raw_bytes(head: bytes) -> int | None:
+    """The filtered rows (filter byte + pixels) a PNG header declares; None: not a PNG
+    header, or one over the decoder's pixel cap."""
+    if len(head) < 33 or not head.startswith(b"\x89PNG\r\n\x1a\n") or head[12:16] != b"IHDR":
+        return None
+    width, height, depth, ctype = struct.unpack(">IIBB", head[16:26])
+    channels = _PNG_CHANNELS.get(ctype)
+    if channels is None or depth not in (1, 2, 4, 8, 16):
+        return None
+    if not 0 < width * height <= MAX_IMAGE_PIXELS:
+        return None
+    return height * (1 + (width * channels * depth + 7) // 8)
+
+
 def _is_symlink(rec: Record) -> bool:
     mode = rec.external_attr >> 16
     return stat.S_ISLNK(mode)
@@ -154,6 +186,7 @@ class SafeZip:
         self._label = str(source) if isinstance(source, (str, Path)) else "zip"
         self._owned: BinaryIO | None = None
         self._zf: zipfile.ZipFile | None = None
+        self._png_ratios: list[Record] = []  # .png entries over max_ratio, judged as PNGs
         try:
             if isinstance(source, (str, Path)):
                 self._owned = open(source, "rb")  # noqa: SIM115 - closed in close()
@@ -173,6 +206,7 @@ class SafeZip:
             self._keys = array("q", np.frombuffer(vetted.keys, np.int64)[order].tobytes())
             self._where = array("q", np.frombuffer(vetted.where, np.int64)[order].tobytes())
             self._zf = _MemberReader(fh, "r")
+            self._check_png_sizes(max_ratio)
         except _CORRUPT as e:
             self.close()
             raise InputError(f"not a zip archive, or truncated ({e})", self._label) from None
@@ -214,13 +248,20 @@ class SafeZip:
             if rec.file_size >= RATIO_FLOOR:
                 ratio = rec.file_size / max(rec.compress_size, 1)
                 if ratio > max_ratio:
-                    raise UnsafeArchiveError(
-                        f"compression ratio {ratio:.0f}:1 is over the limit of {max_ratio:.0f}:1 "
-                        f"({rec.compress_size} → {rec.file_size} bytes)",
-                        where,
-                    )
+                    if not name.lower().endswith(".png"):
+                        raise _ratio_error(rec, max_ratio)
+                    self._png_ratios.append(rec)  # judged once members can be read
             vetted.add(rec, self._data_end(rec))
         return vetted
+
+    def _check_png_sizes(self, max_ratio: float) -> None:
+        """A highly compressed ``.png`` entry is fine when it is no larger than the raw rows
+        its IHDR declares (plus chunk and stored-block overhead): that is a level-0 PNG."""
+        for rec in self._png_ratios:
+            raw = _png_raw_bytes(self._open_read(rec, 33))
+            if raw is None or rec.file_size > raw + raw // 64 + (64 << 10):
+                raise _ratio_error(rec, max_ratio, png=raw is not None)
+        self._png_ratios = []
 
     def _data_end(self, rec: Record) -> int:
         """Where the entry's local header + data end (the local header is read for its size)."""

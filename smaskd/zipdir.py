@@ -29,7 +29,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-__all__ = ["Directory", "Record", "RecordReader", "find_directory", "records"]
+from smaskd.errors import UnsafeArchiveError
+
+__all__ = ["Directory", "Record", "RecordReader", "find_directory", "has_directory", "records"]
 
 _END = struct.Struct("<4s4H2LH")  # 22 bytes
 _END_MAGIC = b"PK\x05\x06"
@@ -96,21 +98,57 @@ def _read_at(fh: BinaryIO, offset: int, n: int) -> bytes:
 
 
 def find_directory(fh: BinaryIO) -> Directory:
-    """The end record's view of the directory; ``BadZipFile`` when there is none."""
+    """The end record's view of the directory; ``BadZipFile`` when there is none.
+
+    The end record is the one whose comment runs exactly to the end of the file (APPNOTE
+    4.3.16). ``zipfile`` takes the last signature in the final 64 KiB instead, so a comment
+    holding a fake end record (``PK\\x05\\x06`` and 18 more bytes) made the archive an
+    empty or unreadable one; that rule remains for files where no record fits (a comment
+    cut short, bytes appended). When two records fit (a complete fake record at the very end
+    of the real one's comment), the one whose directory begins with a directory record is
+    taken; if both do, readers would disagree about which archive this is:
+    ``UnsafeArchiveError``.
+    """
     fh.seek(0, 2)
     file_size = fh.tell()
     if file_size < _END.size:
         raise zipfile.BadZipFile("File is not a zip file")
-    tail = _read_at(fh, file_size - _END.size, _END.size)
-    if tail[:4] == _END_MAGIC and tail[-2:] == b"\0\0":
-        end, where = tail, file_size - _END.size
-    else:
-        first = max(file_size - _MAX_COMMENT - _END.size, 0)
-        data = _read_at(fh, first, file_size - first)
-        found = data.rfind(_END_MAGIC)
-        if found < 0 or len(data) - found < _END.size:
+    first = max(file_size - _MAX_COMMENT - _END.size, 0)
+    data = _read_at(fh, first, file_size - first)
+    fitting: list[int] = []  # offsets in data, last first
+    last = found = data.rfind(_END_MAGIC)
+    while found >= 0:
+        if len(data) - found >= _END.size:
+            (comment,) = struct.unpack_from("<H", data, found + _END.size - 2)
+            if found + _END.size + comment == len(data):
+                fitting.append(found)
+        found = data.rfind(_END_MAGIC, 0, found)
+    if not fitting:
+        if last < 0 or len(data) - last < _END.size:
             raise zipfile.BadZipFile("File is not a zip file")
-        end, where = data[found:found + _END.size], first + found
+        return _directory(fh, data[last:last + _END.size], first + last)
+    found_dirs: list[Directory] = []
+    for at in fitting:
+        try:
+            found_dirs.append(_directory(fh, data[at:at + _END.size], first + at))
+        except zipfile.BadZipFile:
+            continue
+    if len(found_dirs) > 1:
+        plausible = [d for d in found_dirs
+                     if _read_at(fh, d.start, 4) == _CENTRAL_MAGIC and d.count > 0]
+        if len(plausible) > 1:
+            raise UnsafeArchiveError(
+                f"{len(plausible)} end-of-directory records fit this file (at bytes "
+                f"{', '.join(str(d.start + d.size) for d in plausible)}): one hides in the "
+                "other's comment, and zip readers disagree about which archive this is")
+        found_dirs = plausible or found_dirs[:1]
+    if not found_dirs:
+        raise zipfile.BadZipFile("Bad offset for central directory")
+    return found_dirs[0]
+
+
+def _directory(fh: BinaryIO, end: bytes, where: int) -> Directory:
+    """The directory the end record ``end``, found at file offset ``where``, describes."""
     fields = _END.unpack(end)
     count, size, offset = fields[4], fields[5], fields[6]
     concat = where - size - offset
@@ -122,6 +160,18 @@ def find_directory(fh: BinaryIO) -> Directory:
     if start < 0:
         raise zipfile.BadZipFile("Bad offset for central directory")
     return Directory(start, size, count, concat)
+
+
+def has_directory(fh: BinaryIO) -> bool:
+    """Whether ``fh`` is a zip as ``zipfile.is_zipfile`` decides it: by its end record, so a
+    self-extractor (an executable with the archive appended) is one, whatever it starts with."""
+    try:
+        find_directory(fh)
+    except UnsafeArchiveError:
+        return True  # a zip, refused as such when it is opened
+    except (zipfile.BadZipFile, OSError, ValueError, struct.error):
+        return False
+    return True
 
 
 def _zip64_end(fh: BinaryIO, end_at: int) -> tuple[int, int, int] | None:

@@ -22,6 +22,7 @@ from smaskd.annotations.detect import read_annotation_file
 from smaskd.annotations.jsonload import DEFAULT_MAX_BYTES
 from smaskd.annotations.streamed import Fallback, RebuiltItems, read_streamed
 from smaskd.errors import InputError
+from smaskd.smask.limits import LimitError
 from smaskd.model import Dataset, Item
 
 __all__ = ["CompactItems", "read_annotations_compact"]
@@ -36,9 +37,14 @@ class CompactItems(RebuiltItems):
 
 
 def read_annotations_compact(
-    path: Path, fmt: str = "auto", *, name: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+    path: Path, fmt: str = "auto", *, name: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+    max_instances: int | None = None,
 ) -> Dataset:
     """:func:`read_annotation_file`, its items rebuilt per access (:class:`RebuiltItems`).
+
+    ``max_instances``: a COCO image or Datumaro item with more annotations is refused
+    (``LimitError``) as soon as the streamed read has counted that many, before the rest is
+    checked: an image with 10⁶ shapes is refused in about a second, not minutes.
 
     The items of a Datumaro file are checked by the first pass over them (the export's
     plan) rather than here, so an error in an item is raised then: the same error.
@@ -49,7 +55,10 @@ def read_annotations_compact(
         try:
             return read_streamed(
                 path, fmt, name or path, source, max_bytes,
-                lambda: read_annotation_file(path, fmt, name=name, max_bytes=max_bytes))
+                lambda: read_annotation_file(path, fmt, name=name, max_bytes=max_bytes),
+                max_instances)
+        except LimitError:
+            raise  # the file is fine, only too big: the whole-file reader would say nothing new
         except (Fallback, InputError, OSError):
             pass  # the whole-file read below reports the problem exactly as it always has
     dataset = read_annotation_file(path, fmt, name=name, max_bytes=max_bytes)

@@ -289,8 +289,16 @@ def expect_list(value: Any, at: At) -> list:
 
 
 def expect_str(value: Any, at: At) -> str:
+    """A string that is Unicode text: JSON's ``\\ud800`` escapes allow a lone UTF-16
+    surrogate, which no file name, zip member or UTF-8 output can hold."""
     if not isinstance(value, str):
         raise at.error(f"expected a string, got {_kind(value)}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise at.error(f"string has a lone UTF-16 surrogate {value[e.start]!r} at "
+                           f"character {e.start} (not Unicode text)") from None
     return value
 
 

@@ -51,6 +51,7 @@ from smaskd.annotations.jsonscan import (
     scan_top_level_lists,
 )
 from smaskd.errors import InputError
+from smaskd.smask.limits import too_many_instances
 from smaskd.model import Dataset, Item
 from smaskd.smask.labelspec import resolve_background
 
@@ -149,7 +150,7 @@ class RebuiltItems(Sequence[Item]):
 
 
 def read_streamed(path: Path, fmt: str, name: str | PurePath, source: str, max_bytes: int,
-                  whole: Callable[[], object]) -> Dataset:
+                  whole: Callable[[], object], max_instances: int | None = None) -> Dataset:
     """A Datumaro or COCO file as a ``Dataset`` of :class:`RebuiltItems`; else ``Fallback``.
 
     ``whole()`` reads the file whole, raising that reader's error: a Datumaro file's items
@@ -175,8 +176,8 @@ def read_streamed(path: Path, fmt: str, name: str | PurePath, source: str, max_b
                 for _ in _checked_elements(file, spans, np.zeros(len(spans.starts), np.uint32)):
                     pass
         if header.source_format == "datumaro":
-            return _read_datumaro(file, scanned, header, name, source, whole)
-        return _read_coco(file, scanned, header, head, source)
+            return _read_datumaro(file, scanned, header, name, source, whole, max_instances)
+        return _read_coco(file, scanned, header, head, source, max_instances)
     except BaseException:
         file.close()
         raise
@@ -215,8 +216,19 @@ def _checked_elements(file: _OpenFile, spans: ListSpans, crcs: np.ndarray) -> It
         yield _parse(data)
 
 
+def _counted(entries: Iterator[Any], max_instances: int | None) -> Iterator[Any]:
+    """Datumaro items, refused before their annotations are built when there are too many."""
+    for entry in entries:
+        if max_instances is not None and isinstance(entry, dict):
+            anns = entry.get("annotations")
+            if isinstance(anns, list) and len(anns) > max_instances:
+                raise too_many_instances(len(anns), max_instances, str(entry.get("id")))
+        yield entry
+
+
 def _read_datumaro(file: _OpenFile, scanned: ScannedDocument, header: Dataset,
-                   name: str | PurePath, source: str, whole: Callable[[], object]) -> Dataset:
+                   name: str | PurePath, source: str, whole: Callable[[], object],
+                   max_instances: int | None = None) -> Dataset:
     spans = scanned.lists["items"]
     crcs = np.zeros(len(spans.starts), dtype=np.uint32)
     subset = datumaro_subset(name)
@@ -224,8 +236,9 @@ def _read_datumaro(file: _OpenFile, scanned: ScannedDocument, header: Dataset,
 
     def first_pass() -> Iterator[Item]:
         try:
-            yield from datumaro_items(_checked_elements(file, spans, crcs), source, subset,
-                                      n_labels, header.warnings)
+            yield from datumaro_items(
+                _counted(_checked_elements(file, spans, crcs), max_instances), source, subset,
+                n_labels, header.warnings)
         except Fallback:
             whole()  # raises the whole-file reader's error for this file
             raise InputError("the file changed while it was being converted", source) from None
@@ -238,7 +251,7 @@ def _read_datumaro(file: _OpenFile, scanned: ScannedDocument, header: Dataset,
 
 
 def _read_coco(file: _OpenFile, scanned: ScannedDocument, header: Dataset, head: dict,
-               source: str) -> Dataset:
+               source: str, max_instances: int | None = None) -> Dataset:
     """COCO: images checked in order, then annotations, as ``read_coco``; grouped by image.
 
     What stays per image is its span; per annotation its span and its image's index, so an
@@ -261,11 +274,17 @@ def _read_coco(file: _OpenFile, scanned: ScannedDocument, header: Dataset, head:
     count = 0 if anns is None else len(anns.starts)
     ann_crcs = np.zeros(count, dtype=np.uint32)
     ann_image = np.zeros(count, dtype=np.int32)
+    per_image = [0] * len(frame)  # counted as they come: 10⁶ on one image stop at the limit
+    limit = count if max_instances is None else max_instances
     anns_at = root.key("annotations")
     for k, ann in enumerate(_checked_elements(file, anns, ann_crcs) if anns else ()):
         at = anns_at.index(k)
         ann, i = coco_annotation_image(ann, at, index_of)
-        append_coco_annotation(Item(*frame[i]), ann, label_of, at)
+        item_id, item_subset, height, width = frame[i]
+        per_image[i] += 1
+        if per_image[i] > limit:
+            raise too_many_instances(f"more than {limit}", limit, item_id)
+        append_coco_annotation(Item(item_id, item_subset, height, width), ann, label_of, at)
         ann_image[k] = i
     del index_of, frame
     order = np.argsort(ann_image, kind="stable").astype(np.int32)

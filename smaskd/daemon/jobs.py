@@ -221,7 +221,8 @@ class Jobs:
         dirs.place(job.rule.outbox).fd()
         staging = outbox.staging_path(job.rule.outbox, job.job_id, output_suffix(job.action))
         spec = JobSpec(job.job_id, job.rule.name, job.name, str(job.claim_path), str(staging),
-                       job.action, replace(job.rule.options, source_name=job.name),
+                       job.action, replace(job.rule.options, source_name=job.name,
+                               limits=self.config.limits),
                        job.attempts, self.config.worker_memory,
                        os.getpid())
         self.journal.update(job.job_id, state="running", attempts=job.attempts)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from smaskd.config import Config, Rule
-from smaskd.convert import SNIFF_BYTES, sniff_bytes
+from smaskd.convert import sniff_open
 
 __all__ = ["find_inbox", "route", "safe_kind"]
 
@@ -23,9 +23,9 @@ __all__ = ["find_inbox", "route", "safe_kind"]
 def safe_kind(path: Path) -> str | None:
     """``sniff_kind`` without following a symlink or blocking on a FIFO.
 
-    The file is opened ``O_NOFOLLOW|O_NONBLOCK`` and checked to be regular, and its head is
-    read through this very descriptor, so a swap between the check and the read cannot
-    redirect it.
+    The file is opened ``O_NOFOLLOW|O_NONBLOCK`` and checked to be regular, and its head
+    (and a zip's end record) is read through this very descriptor, so a swap between the
+    check and the read cannot redirect it.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -34,7 +34,8 @@ def safe_kind(path: Path) -> str | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        return sniff_bytes(os.read(fd, SNIFF_BYTES))
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return sniff_open(fh)
     except OSError:
         return None
     finally:

@@ -35,7 +35,7 @@ import numpy as np
 
 from smaskd.errors import InputError
 from smaskd.model import RGB
-from smaskd.pngio import RowRuns, decode_png, decode_runs, read_png_header
+from smaskd.pngio import RowRuns, decode_png, decode_runs, decode_runs_opencv, read_png_header
 from smaskd.smask.colormap import VOC_INVERSE
 
 __all__ = [
@@ -165,10 +165,17 @@ def _unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ordered[new], inverse
 
 
+def _runs(data: bytes, where: str) -> RowRuns | None:
+    """Runs straight from the PNG's rows, else from OpenCV's decoding (palettes, filters)."""
+    runs = decode_runs(data, where)
+    return runs if runs is not None else decode_runs_opencv(data, where)
+
+
 def class_runs(data: bytes, where: str, colors: Mapping[RGB, int], n_labels: int,
                void_label: int | None = None) -> RowRuns | None:
-    """:func:`decode_class_png` as runs of label indices, or None when the PNG needs OpenCV."""
-    runs = decode_runs(data, where)
+    """:func:`decode_class_png` as runs of label indices, or None when the PNG needs the
+    per-pixel path (16-bit, gray+alpha, noise)."""
+    runs = _runs(data, where)
     if runs is None:
         return None
     uniq, inverse = _unique_inverse(runs.values)
@@ -178,8 +185,9 @@ def class_runs(data: bytes, where: str, colors: Mapping[RGB, int], n_labels: int
 
 
 def object_runs(data: bytes, where: str) -> RowRuns | None:
-    """:func:`decode_object_png` as runs of instance ids, or None when the PNG needs OpenCV."""
-    runs = decode_runs(data, where)
+    """:func:`decode_object_png` as runs of instance ids, or None when the PNG needs the
+    per-pixel path (16-bit, gray+alpha, noise)."""
+    runs = _runs(data, where)
     if runs is None:
         return None
     if not runs.colour:

@@ -27,7 +27,8 @@ item id the list file alters                DataLossError (spaces at the ends, '
 
 Always errors (both modes): a shape's label missing from ``--labelmap``, polygons with < 3
 points, item ids or subsets that are not safe relative paths, an item id twice in one
-subset, mask shapes on an item without a frame size.
+subset, mask shapes on an item without a frame size, an item over the size limits
+(:mod:`smaskd.smask.limits`: mask shapes per item, points per polygon).
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ from smaskd.rle import counts_from_string
 from smaskd.smask.compose import is_segment
 from smaskd.smask.labelmap import LabelmapEntry, format_labelmap
 from smaskd.smask.labelset import BACKGROUND, OutputLabels, check_label_names, resolve_labels
+from smaskd.smask.limits import InputLimits, check_item_size
 from smaskd.smask.parallel import PoolPolicy, PoolStats, ordered_map
 from smaskd.smask.render import RenderContext, RenderTask, render_item
-from smaskd.smask.zipwriter import ZipStreamWriter, check_member_name
+from smaskd.smask.zipwriter import ZipStreamWriter, check_item_id, check_member_name
 
 __all__ = ["ExportStats", "export_dataset"]
 
@@ -127,12 +129,13 @@ def _fetch(dataset: Dataset, index: int, lossless: bool) -> Item:
 
 
 def _plan(dataset: Dataset, lossless: bool, warnings: list[str],
-          visit: Callable[[str, Item], None]) -> _Plan:
-    """Check every item's names and frame; ``visit(subset, item)`` sees each item once."""
+          visit: Callable[[str, Item], None], limits: InputLimits) -> _Plan:
+    """Check every item's size, names and frame; ``visit(subset, item)`` sees each item once."""
     subsets: dict[str, list[_Entry]] = {}
     seen: set[tuple[str, str]] = set()
     unlabelled = 0
     for index, item in enumerate(dataset.items):
+        check_item_size(item, limits)  # counts only: before any other work on the item
         if lossless:
             item, dropped = _without_unlabelled(item)
             unlabelled += dropped
@@ -140,7 +143,7 @@ def _plan(dataset: Dataset, lossless: bool, warnings: list[str],
         if "/" in subset:
             raise InputError(f"subset name {subset!r} contains '/'", item.id)
         check_member_name(f"ImageSets/Segmentation/{subset}.txt", f"subset {subset!r}")
-        check_member_name(f"SegmentationClass/{item.id}.png", item.id)
+        check_item_id(item.id, item.id)
         if (item.id, subset) in seen:
             raise InputError(f"item id appears twice in subset {subset!r}", item.id)
         seen.add((item.id, subset))
@@ -360,6 +363,7 @@ def export_dataset(
     compat: str | None = None,
     jobs: int = 1,
     policy: PoolPolicy = PoolPolicy(),
+    limits: InputLimits = InputLimits(),
 ) -> ExportStats:
     """Write ``dataset`` as a Segmentation Mask zip to the binary file ``out``.
 
@@ -367,7 +371,9 @@ def export_dataset(
     Without it the dataset's own labels are used. ``compat="cvat"`` accepts CVAT's data
     loss; the default raises :class:`DataLossError` instead (see the module docstring).
     ``jobs`` > 1 renders the items of a large export in that many processes (``policy``
-    says when it is large enough); the archive is the same byte for byte.
+    says when it is large enough); the archive is the same byte for byte. ``limits`` bound
+    each item's mask shapes and polygon points (:mod:`smaskd.smask.limits`), checked for
+    every item before the first is rasterised.
     """
     if compat not in COMPAT_MODES:
         raise InputError(f"unknown compat mode {compat!r}; expected 'cvat' or nothing", "compat")
@@ -379,7 +385,7 @@ def export_dataset(
     if lossless:
         check_label_names(labels)
     checks = _LabelChecks(dataset, labels, lossless)
-    plan = _plan(dataset, lossless, stats.warnings, checks.visit)
+    plan = _plan(dataset, lossless, stats.warnings, checks.visit, limits)
     used = checks.finish(list(plan.subsets))  # label checks first: fail before any pixel work
     if lossless:
         _check_used_labels(labels, used, stats.warnings)

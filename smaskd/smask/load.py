@@ -58,6 +58,7 @@ from smaskd.smask.decode import (
 from smaskd.smask.instances import class_masks, object_instances, object_instances_runs
 from smaskd.smask.labelmap import LabelmapEntry
 from smaskd.smask.labelspec import LabelSpec, archive_labels, read_text, resolve_background
+from smaskd.smask.zipwriter import check_item_id
 
 __all__ = [
     "ArchiveItem",
@@ -149,10 +150,11 @@ def _image_of(zf: SafeZip, prefix: str, item_id: str) -> str | None:
 def _read_list(zf: SafeZip, name: str) -> list[str]:
     """§5.1: stripped lines; blank and ``#`` lines skipped; duplicates keep the first."""
     seen: dict[str, None] = {}
-    for line in read_text(zf, name).splitlines():
+    for number, line in enumerate(read_text(zf, name).splitlines(), start=1):
         item_id = line.strip()
-        if item_id and not item_id.startswith("#"):
-            seen.setdefault(item_id, None)
+        if item_id and not item_id.startswith("#") and item_id not in seen:
+            check_item_id(item_id, f"{name}: line {number}")  # as an export would refuse it
+            seen[item_id] = None
     return list(seen)
 
 

@@ -27,6 +27,7 @@ from pycocotools import mask as _coco
 from smaskd.errors import InputError
 from smaskd.model import BitmapMask, Box, Ellipse, Polygon, RleMask, Shape
 from smaskd.rle import counts_array
+from smaskd.smask.limits import check_outline
 
 __all__ = [
     "MAX_COORDINATE",
@@ -110,6 +111,11 @@ def runs_region(counts: np.ndarray, height: int, width: int) -> Region:
 
     Only the pixels of the box are touched (never the whole frame): each run of ones is
     split into per-column pieces, marked as +1/-1 edges and closed by a cumulative sum.
+
+    The edges are int8 and summed in place, one byte a pixel in all: runs of an RLE never
+    overlap, so every sum is 0 or 1 and the bytes *are* the boolean mask. (An int32 edge
+    array summed the default way, into int64, cost 12 bytes a pixel: 3 GiB for one full
+    polygon on a 16384² frame, over a worker's default memory limit.)
     """
     counts = np.asarray(counts, dtype=np.int64)
     if counts.size and (counts.min() < 0 or counts.sum() != height * width):
@@ -130,11 +136,11 @@ def runs_region(counts: np.ndarray, height: int, width: int) -> Region:
     r1 = np.where(col == ce[run], re_[run], height - 1)
     x0, x1, y0, y1 = int(cs.min()), int(ce.max()), int(r0.min()), int(r1.max())
     hc, wc = y1 - y0 + 1, x1 - x0 + 1
-    edges = np.zeros((wc, hc + 1), dtype=np.int32)
+    edges = np.zeros((wc, hc + 1), dtype=np.int8)
     np.add.at(edges, (col - x0, r0 - y0), 1)
     np.add.at(edges, (col - x0, r1 - y0 + 1), -1)
-    mask = np.cumsum(edges[:, :hc], axis=1).T > 0
-    return Region(y0, x0, mask)
+    np.cumsum(edges, axis=1, dtype=np.int8, out=edges)
+    return Region(y0, x0, edges[:, :hc].view(bool).T)
 
 
 def _coco_region(rle: dict, height: int, width: int) -> Region:
@@ -220,7 +226,9 @@ def rasterize(shape: Shape, height: int, width: int, where: str = "shape") -> Re
                 f"polygon needs at least 3 points (x, y pairs), got {len(shape.points)} numbers",
                 where,
             )
-        return polygon_region(round_points(shape.points, where), height, width)
+        points = round_points(shape.points, where)
+        check_outline(points, where)  # before pycocotools allocates it
+        return polygon_region(points, height, width)
     if isinstance(shape, Box):
         if not math.isfinite(shape.rotation):
             raise InputError("box rotation must be finite", where)

@@ -19,7 +19,7 @@ import numpy as np
 
 from smaskd.errors import DataLossError, SmaskdError
 from smaskd.model import Annotation, Item
-from smaskd.pngio import encode_indexed_rgb_pngs, encode_rgb_png
+from smaskd.pngio import encode_indexed_rgb_png_cv2, encode_indexed_rgb_pngs
 from smaskd.smask.colormap import VOC_COLORMAP
 from smaskd.smask.compose import Composition, compose_item
 
@@ -95,8 +95,8 @@ def render_item(ctx: RenderContext, task: RenderTask) -> Rendered:
     if task.encode:
         class_lut, inst_lut = color_tables(comp, ctx)
         if ctx.cvat_bytes:
-            out.class_png = encode_rgb_png(np.take(class_lut, comp.index, axis=0))
-            out.object_png = encode_rgb_png(np.take(inst_lut, comp.index, axis=0))
+            out.class_png = encode_indexed_rgb_png_cv2(comp.index, class_lut)
+            out.object_png = encode_indexed_rgb_png_cv2(comp.index, inst_lut)
         else:
             out.class_png, out.object_png = encode_indexed_rgb_pngs(
                 comp.index, [class_lut, inst_lut])

@@ -17,15 +17,30 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from smaskd.errors import InputError
+from smaskd.smask.limits import shown
 
-__all__ = ["ZipStreamWriter", "check_member_name"]
+__all__ = ["ZipStreamWriter", "check_item_id", "check_member_name"]
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # earliest zip date: byte-reproducible archives
 
 
+#: Bytes in a file name (one path component) on ext4, APFS, NTFS: a longer one is written
+#: to the zip but cannot be extracted anywhere (CVAT, which writes files first, fails).
+MAX_COMPONENT_BYTES = 255
+
+
 def check_member_name(name: str, where: str | None = None) -> None:
-    """Refuse names that would escape the archive root or collide after extraction."""
+    """Refuse names that would escape the archive root or collide after extraction, and
+    names no file system could extract (a 70,000-character ``file_name``)."""
     parts = name.split("/")
+    longest = max(parts, key=lambda p: len(p.encode("utf-8", "surrogatepass")))
+    size = len(longest.encode("utf-8", "surrogatepass"))
+    if size > MAX_COMPONENT_BYTES:
+        raise InputError(
+            f"name {shown(longest, 60)!r} is {size} bytes long in UTF-8; a file name may have "
+            f"at most {MAX_COMPONENT_BYTES} (the archive could not be extracted)",
+            shown(where or name),
+        )
     bad = (
         not name
         or "\\" in name
@@ -40,6 +55,21 @@ def check_member_name(name: str, where: str | None = None) -> None:
             "component, backslash or drive letter)",
             where or name,
         )
+
+
+def check_item_id(item_id: str, where: str | None = None) -> None:
+    """An item id is safe when its PNGs' names are: export and import refuse the same ids
+    (an ``ImageSets`` line ``../../../etc/passwd`` must not become a ``file_name``)."""
+    try:
+        check_member_name(f"SegmentationClass/{item_id}.png", where)
+    except InputError as e:
+        if "bytes long" in e.message:
+            raise
+        raise InputError(
+            f"item id {shown(item_id)!r} is not a safe relative path (absolute, '..', '.', "
+            "empty component, backslash, drive letter or NUL)",
+            e.where,
+        ) from None
 
 
 class _PackedDirectory:

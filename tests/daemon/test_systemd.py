@@ -36,6 +36,17 @@ def test_unit_directives(unit: Path) -> None:
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_unit_opencv_pixel_cap_is_the_codes(unit: Path) -> None:
+    """The unit's environment wins over the package's default (``setdefault``): a smaller
+    cap there made OpenCV refuse frames the code accepts (16384², as CVAT exports them)."""
+    from smaskd import MAX_IMAGE_PIXELS
+
+    env = dict(line.split("=", 2)[1:] for line in unit.read_text().splitlines()
+               if line.startswith("Environment=") and line.count("=") >= 2)
+    assert int(env["OPENCV_IO_MAX_IMAGE_PIXELS"]) == MAX_IMAGE_PIXELS == 16384 * 16384
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
 def test_systemd_analyze_verify(unit: Path, tmp_path: Path) -> None:
     tool = shutil.which("systemd-analyze")
     if tool is None:
