@@ -87,6 +87,11 @@ class BusyError(SmaskdError):
     """Try again later: the resource is held by a live process (a daemon with our host id)."""
 
 
+class JournalError(SmaskdError):
+    """The journal cannot be written now (``state_dir`` full, SQLite locked by another
+    process): the daemon waits and retries; never the failure of a job."""
+
+
 class InternalError(SmaskdError):
     """A bug in smaskd itself."""
 

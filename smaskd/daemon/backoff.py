@@ -7,9 +7,12 @@ Failing the job would put a good input into failed/; retrying at once would spaw
 per job against a full disk. So such a job waits here, its input still claimed in
 processing/, keyed by what blocks it (a :class:`Fault`). One cheap probe per fault, not per
 job, decides when to let them all go: 1 s after the fault, then doubling up to
-``fault_backoff``. The doubling survives a release until a job gets all the way through,
-so a probe that passes while real writes still fail (4 KiB free, a 40 MB result) backs off
-as well instead of looping once a second.
+``fault_backoff``. The doubling is per fault and survives a release: a probe that passes
+while real writes still fail (4 KiB free, a 40 MB result) backs off as well instead of
+looping once a second. Only time resets it: a fault not seen again for twice
+``fault_backoff`` after its release starts over at 1 s. Another job getting through the same
+folder says nothing about this fault (a small result fits where a big one does not), so no
+success resets it.
 
 Transient I/O errors (EIO, ESTALE, EBUSY, ETIMEDOUT: a share that hiccups) are faults too:
 reading an input that fails so waits behind a ``read`` probe of that input, never fails it.
@@ -24,14 +27,16 @@ import contextlib
 import errno
 import os
 import random
+import shutil
 import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from smaskd.config import Inbox
 from smaskd.daemon.dirs import FolderSwapped, recheck
+from smaskd.daemon.journal import probe_writable
 
 __all__ = ["FAULT_ERRNOS", "TRANSIENT_ERRNOS", "Fault", "Waiter", "Waiting", "classify", "probe"]
 
@@ -52,14 +57,17 @@ class Fault:
 
     ``probe`` is ``dir`` (the folder exists: an inbox), ``write`` (a file can be written in it:
     an outbox, failed/), ``nolink`` (it is not a symlink: done/, failed/), ``read`` (the file
-    can be read: a claimed input), ``after`` (nothing to test: wait, then retry) or ``folder``
-    (the claim area folder is the one we opened again: ``dirs.recheck``).
+    can be read: a claimed input), ``after`` (nothing to test: wait, then retry), ``folder``
+    (the claim area folder is the one we opened again: ``dirs.recheck``), ``space`` (its
+    filesystem has ``need`` bytes free: a spooled result, ``space.py``) or ``journal`` (the
+    SQLite file at ``path`` takes a write: ``journal.probe_writable``).
     """
 
     label: str  # "outbox", "inbox in", "done folder", ...
     path: Path
     reason: str
     probe: str
+    need: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -142,6 +150,14 @@ def probe(fault: Fault) -> str | None:
         return _probe_read(path)
     if fault.probe == "folder":  # the claim area: the same folder as before, or still wait
         return recheck(path)
+    if fault.probe == "journal":
+        return probe_writable(path)
+    if fault.probe == "space":
+        try:
+            free = shutil.disk_usage(path).free
+        except OSError as e:
+            return f"cannot be checked: {e.strerror}"
+        return None if free >= fault.need else f"has {free} bytes free; {fault.need} needed"
     if fault.probe == "dir":
         return None if os.path.isdir(path) else "is missing"
     if fault.probe == "nolink":
@@ -226,7 +242,8 @@ class Waiting:
         self.log, self.cap, self.first = log, cap, first
         self.probes = probes or {}  # extra probe kinds (``overlap``: overlaps.py, via jobs.py)
         self.blockers: dict[tuple[str, str], _Blocker] = {}
-        self._delays: dict[tuple[str, str], float] = {}  # kept across releases until a success
+        # per fault: (last delay, when it was last released); see the module docstring
+        self._delays: dict[tuple[str, str], tuple[float, float]] = {}
 
     def __len__(self) -> int:
         return sum(len(b.waiters) for b in self.blockers.values())
@@ -235,21 +252,37 @@ class Waiting:
         now = time.monotonic() if now is None else now
         blocker = self.blockers.get(fault.key)
         if blocker is None:
-            last = self._delays.get(fault.key)
-            delay = self.first if last is None else min(self.cap, last * 2)
-            self._delays[fault.key] = delay
-            blocker = self.blockers[fault.key] = _Blocker(fault, now, delay,
-                                                          now + _jittered(delay))
-            self.log.error("fault.blocked", what=fault.label, path=str(fault.path),
-                           reason=fault.reason, retry_in_s=delay)
+            self.note(fault, now)
+            blocker = self.blockers[fault.key]
+        elif fault.probe == "space" and fault.need < blocker.fault.need:
+            blocker.fault = fault  # released once the smallest waiting result fits
         blocker.waiters.append(waiter)
         waiter.job.log.warning("job.waiting", what=fault.label, path=str(fault.path),
                                reason=fault.reason, step=waiter.step)
+
+    def note(self, fault: Fault, now: float | None = None) -> None:
+        """Record a fault no job waits behind (a claim undone because the journal failed):
+        it shows in STATUS and is probed like the others until it is gone."""
+        now = time.monotonic() if now is None else now
+        if fault.key not in self.blockers:
+            last, released = self._delays.get(fault.key, (None, 0.0))
+            fresh = last is None or now - released > 2 * self.cap
+            delay = self.first if fresh else min(self.cap, last * 2)
+            self._delays[fault.key] = (delay, now)
+            self.blockers[fault.key] = _Blocker(fault, now, delay, now + _jittered(delay))
+            self.log.error("fault.blocked", what=fault.label, path=str(fault.path),
+                           reason=fault.reason, retry_in_s=delay)
+
+    def has(self, probe_kind: str) -> bool:
+        """A fault of this kind (``journal``...) is present."""
+        return any(key[0] == probe_kind for key in self.blockers)
 
     def blocking(self, inbox: Path, outbox: Path | None) -> Fault | None:
         """The fault a job of this inbox and outbox would run into now, if any."""
         for blocker in self.blockers.values():
             fault = blocker.fault
+            if fault.probe == "space":
+                continue  # a result too big for the room left: smaller ones may still fit
             if fault.path == inbox or (outbox is not None and fault.path == outbox):
                 return fault
         return None
@@ -265,29 +298,21 @@ class Waiting:
             still = extra(blocker.fault) if extra else probe(blocker.fault)
             if still is None:
                 del self.blockers[key]
+                self._delays[key] = (blocker.delay, now)
                 self.log.info("fault.cleared", what=blocker.fault.label,
                               path=str(blocker.fault.path), released=len(blocker.waiters),
                               blocked_s=round(now - blocker.since, 1))
                 freed.extend(blocker.waiters)
                 continue
             blocker.delay = min(self.cap, blocker.delay * 2)
-            self._delays[key] = blocker.delay
+            self._delays[key] = (blocker.delay, now)
             blocker.next_try = now + _jittered(blocker.delay)
             if still != blocker.fault.reason:
-                blocker.fault = Fault(blocker.fault.label, blocker.fault.path, still,
-                                      blocker.fault.probe)
+                blocker.fault = replace(blocker.fault, reason=still)
             self.log.warning("fault.persists", what=blocker.fault.label,
                              path=str(blocker.fault.path), reason=still,
                              waiting=len(blocker.waiters), retry_in_s=blocker.delay)
         return freed
-
-    def passed(self, *paths: Path | None) -> None:
-        """A job got through these folders (or its input was read): the next fault there
-        starts at 1 s again."""
-        if self._delays:
-            done = {str(p) for p in paths if p is not None}
-            for key in [k for k in self._delays if k[1] in done]:
-                del self._delays[key]
 
     def next_due(self) -> float | None:
         return min((b.next_try for b in self.blockers.values()), default=None)

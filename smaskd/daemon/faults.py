@@ -80,14 +80,21 @@ WORKER_FAULTS = ("worker_crash", "worker_segv", "worker_hog", "worker_sleep", "f
 _ALIASES = {"exit_before_publish": "before_publish", "exit_after_publish": "after_journal"}
 
 
-def _directives(name: str) -> list[list[str]]:
+def _matches(pattern: str, name: str, sha256: str | None) -> bool:
+    """A name substring, or ``sha256=<prefix>``: two drops under one name told apart."""
+    if pattern.startswith("sha256="):
+        return sha256 is not None and sha256.startswith(pattern[len("sha256="):])
+    return pattern in name
+
+
+def _directives(name: str, sha256: str | None = None) -> list[list[str]]:
     spec = os.environ.get("SMASKD_FAULT", "")
     if not spec:
         return []
     found = []
     for directive in spec.split(","):
         parts = directive.split(":")
-        if parts[0] and (len(parts) < 2 or parts[1] in name):
+        if parts[0] and (len(parts) < 2 or _matches(parts[1], name, sha256)):
             found.append([_ALIASES.get(parts[0], parts[0]), *parts[1:]])
     return found
 
@@ -116,9 +123,10 @@ def fault_active(condition: str) -> bool:
     return any(d[0] == condition for d in _directives(""))
 
 
-def worker_faults(name: str) -> list[list[str]]:
-    """The worker-side directives that apply to input ``name`` (``[fault, substr, arg...]``)."""
-    return [d for d in _directives(name) if d[0] in WORKER_FAULTS]
+def worker_faults(name: str, sha256: str | None = None) -> list[list[str]]:
+    """The worker-side directives that apply to input ``name`` (``[fault, substr, arg...]``);
+    ``substr`` may be ``sha256=<prefix>`` of the input's content instead."""
+    return [d for d in _directives(name, sha256) if d[0] in WORKER_FAULTS]
 
 
 def read_fault(name: str, path: str) -> None:

@@ -143,6 +143,8 @@ def looks_complete(path: Path) -> bool:
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except PermissionError:
+        return True  # no wait makes it readable: claim it, fail it naming the permission
     except OSError:
         return False
     try:
@@ -190,6 +192,8 @@ class Intake:
     signals: Completion | None = None
     seen: dict[Path, _Seen] = field(default_factory=dict)
     left: dict[Path, Signature] = field(default_factory=dict)  # unmatched+leave / refused specials
+    #: why a left file was left, for STATUS (an input failed in place); goes with ``left``
+    reasons: dict[Path, str] = field(default_factory=dict)
     backlog: int = 0
     #: When a poll can next change anything for the files seen so far: the earliest end of
     #: a settle period, or the next look at an incomplete file (backing off to every 5 s).
@@ -271,6 +275,8 @@ class Intake:
         if full:
             for path in [p for p in self.left if p not in present]:
                 del self.left[path]
+        for path in [p for p in self.reasons if p not in self.left]:
+            del self.reasons[path]  # changed or gone: it is a new drop
         settled.sort(key=lambda cs: (cs[0].st.st_mtime_ns, cs[0].rel))  # oldest first (Logstash)
         ready: list[Candidate] = []
         self.backlog = 0
@@ -298,12 +304,16 @@ class Intake:
         self.seen.clear()
         self.left.clear()
         self.skipped = {}
+        self.reasons.clear()
         self.backlog = 0
 
     def forget(self, path: Path) -> None:
         self.seen.pop(path, None)
 
-    def leave(self, cand: Candidate) -> None:
-        """Do not offer this file again until it changes (logged once by the caller)."""
+    def leave(self, cand: Candidate, reason: str | None = None) -> None:
+        """Do not offer this file again until it changes (logged once by the caller);
+        a ``reason`` is reported in STATUS for as long as it is left."""
         self.left[cand.path] = cand.signature
         self.seen.pop(cand.path, None)
+        if reason is not None:
+            self.reasons[cand.path] = reason

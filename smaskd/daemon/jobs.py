@@ -20,13 +20,13 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from smaskd import __version__
 from smaskd.config import Config, Inbox, Rule
 from smaskd.convert import output_suffix, resolve_action
 from smaskd.daemon import claims as claims_mod
-from smaskd.daemon import dirs, names, outbox, recovery
+from smaskd.daemon import conflicts, dirs, inputs, journalwait, names, outbox, recovery, space
 from smaskd.daemon.backoff import Fault, Waiter, Waiting, classify
 from smaskd.daemon.faults import crash_point, stall_point
 from smaskd.daemon.intake import Candidate, Intake, Signature, looks_complete
@@ -34,7 +34,7 @@ from smaskd.daemon.journal import Journal
 from smaskd.daemon.routing import route, safe_kind
 from smaskd.daemon.unfinished import Unfinished, format_seconds, signature_of
 from smaskd.daemon.workers import JobSpec, Outcome, Supervisor, describe_error
-from smaskd.errors import SmaskdError
+from smaskd.errors import JournalError, SmaskdError
 from smaskd.log import JOB_LOGS, jsonable, timestamper
 
 __all__ = ["Job", "Jobs", "MAX_RETRIES"]
@@ -68,6 +68,14 @@ class Job:
     settle: float | None = None
     rel: str = ""  # the path relative to the inbox it was dropped at (routing uses it)
     taken_from: tuple[str, str] | None = None  # (host, job id) whose claim we took over
+    spool: bool = False  # the outbox ran out of room: convert into the spool (space.py)
+    journaled: str | None = None  # last state past "running" the journal took (journalwait.py)
+    events: list[dict[str, Any]] | None = None  # its log's events, once taken for writing
+
+
+def _errno(error: Any) -> int | None:
+    """The errno of an exception or of a worker's error report."""
+    return error.get("errno") if isinstance(error, dict) else getattr(error, "errno", None)
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -92,6 +100,10 @@ class Jobs:
         self.unfinished = Unfinished()  # jobs whose input was still being written
         self.spawn_delay = 0.0  # backoff after a worker could not be started
         self.spawn_retry_at = 0.0
+        self.spool = config.state_dir / "spool"  # results that did not fit (space.py)
+        #: told of an input failed in place (inbox, path, reason): the service's intake
+        #: leaves it alone until it changes and STATUS names it
+        self.on_left: Callable[[Inbox, Path, str], None] | None = None
 
     # ------------------------------------------------------------ intake → queue
 
@@ -116,6 +128,8 @@ class Jobs:
                 self.log.info("file.unmatched", inbox=inbox.name, path=cand.rel, action="left")
                 intake.leave(cand)
                 return
+        if self.waiting.has("journal"):
+            return  # nothing is claimed that the journal cannot record (journalwait.py)
         claim = claims_mod.claim(cand.path, inbox, self.config.host_id, rel=cand.rel)
         intake.forget(cand.path)
         if claim is None:
@@ -126,8 +140,16 @@ class Jobs:
                              reason="the path does not fit in a claim name (255 bytes); a "
                                     "restart or takeover routes it by its name alone")
         crash_point("after_claim", claim.name)
-        self.journal.add(claim.job_id, self.config.host_id, inbox.name, claim.name, claim.path,
-                         cand.st.st_size)
+        try:
+            self.journal.add(claim.job_id, self.config.host_id, inbox.name, claim.name,
+                             claim.path, cand.st.st_size)
+        except JournalError as e:
+            if journalwait.undo_claim(self, claim, cand, e):
+                return
+            job = self._job(inbox, claim, cand.st.st_size)
+            job.rule = rule
+            journalwait.wait(self, job, e, "admit")
+            return
         job = self._job(inbox, claim, cand.st.st_size)
         job.rule = rule
         job.claim_signature = signature_of(claim.path)
@@ -135,12 +157,16 @@ class Jobs:
         job.settle = intake.settle
         job.log.debug("job.claimed", path=cand.rel, size=job.size, claim=str(claim.path),
                       complete="renamed in" if cand.moved_in else "settled")
-        if cand.kind == "symlink":
-            target = os.readlink(claim.path.name, dir_fd=self._claim_dir(job).fd())
-            self.fail(job, {"type": "UnsafeInput", "class": "input", "where": job.name,
-                            "message": f"a symlink (to {target!r}); symlinks are never followed"})
-            return
-        self._prepare(job)
+        try:
+            if cand.kind == "symlink":
+                target = os.readlink(claim.path.name, dir_fd=self._claim_dir(job).fd())
+                self.fail(job, {"type": "UnsafeInput", "class": "input", "where": job.name,
+                                "message": f"a symlink (to {target!r}); symlinks are never "
+                                           "followed"})
+                return
+            self._prepare(job)
+        except JournalError as e:
+            journalwait.wait(self, job, e, "run")
 
     def _prepare(self, job: Job) -> None:
         """Route (if not yet), check limits, resolve ``auto``; queue or fail."""
@@ -169,6 +195,11 @@ class Jobs:
                             "message": f"{st.st_size} bytes > max_input_bytes "
                                        f"{self.config.max_input_bytes}"})
             return
+        unreadable = inputs.unreadable(job.claim_path, st)
+        if unreadable is not None:
+            self.fail(job, {"type": "PermissionDenied", "class": "input", "where": job.name,
+                            "message": unreadable})
+            return
         try:
             job.action = resolve_action(job.claim_path, job.rule.action)
         except SmaskdError as e:
@@ -193,6 +224,10 @@ class Jobs:
                 continue
             try:
                 self._start(job)
+            except JournalError as e:
+                job.attempts = max(0, job.attempts - 1)
+                journalwait.wait(self, job, e, "run")
+                continue
             except OSError as e:  # cannot spawn now (EAGAIN, ENOMEM): keep the job, try later
                 if self._park(job, e, "run"):
                     continue  # the outbox's share is gone: wait for it (backoff.py)
@@ -219,7 +254,9 @@ class Jobs:
         # The outbox itself, never its parents: under an unmounted share's mount point a
         # local folder would swallow the results (the parent missing is a fault: _park).
         dirs.place(job.rule.outbox).fd()
-        staging = outbox.staging_path(job.rule.outbox, job.job_id, output_suffix(job.action))
+        if job.spool:
+            space.spool_dir(self.config.state_dir)
+        staging = self._result_path(job)
         spec = JobSpec(job.job_id, job.rule.name, job.name, str(job.claim_path), str(staging),
                        job.action, replace(job.rule.options, source_name=job.name,
                                limits=self.config.limits),
@@ -236,11 +273,14 @@ class Jobs:
             job = self.running.pop(out.job_id)
             for event in out.events:
                 JOB_LOGS.add(job.job_id, event)
-            if out.sha256:
-                job.sha256 = out.sha256
-                self.journal.update(job.job_id, sha256=out.sha256)
             try:
+                if out.sha256:
+                    job.sha256 = out.sha256
+                    self.journal.update(job.job_id, sha256=out.sha256)
                 self._finish(job, out, retry)
+            except JournalError as e:  # only a result is worth keeping; the rest runs again
+                ok = out.status == "ok"
+                journalwait.wait(self, job, e, "publish" if ok else "run", out if ok else None)
             except Exception as e:  # noqa: BLE001 - one job's I/O error must not stop the daemon
                 self.settle_error(job, e, "publish", out)
 
@@ -275,6 +315,12 @@ class Jobs:
                         error["signal"] = signal.Signals(-out.exitcode).name
                 self.fail(job, error)
 
+    def _result_path(self, job: Job) -> Path:
+        """Where the worker writes the result: the outbox, or the spool after no room."""
+        assert job.rule is not None and job.action is not None
+        folder = self.spool if job.spool else job.rule.outbox
+        return outbox.staging_path(folder, job.job_id, output_suffix(job.action))
+
     def _cleanup_staging(self, job: Job, worker_temps: bool = False) -> None:
         """Remove this job's staging files, and with ``worker_temps`` the worker's temp file.
 
@@ -289,11 +335,12 @@ class Jobs:
             known.append((job.rule.outbox, LOG_SUFFIX))
             if job.action:
                 known.append((job.rule.outbox, output_suffix(job.action)))
+                known.append((self.spool, output_suffix(job.action)))
         for folder, suffix in known:
             with contextlib.suppress(OSError):
                 os.unlink(outbox.staging_path(folder, job.job_id, suffix))
         if worker_temps and job.rule:
-            for entry, job_id in outbox.staging_files([job.rule.outbox]):
+            for entry, job_id in outbox.staging_files([job.rule.outbox, self.spool]):
                 if job_id == job.job_id:
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
@@ -311,7 +358,8 @@ class Jobs:
         return summary
 
     def _log_bytes(self, job: Job, summary: dict[str, Any], level: str) -> bytes:
-        events = JOB_LOGS.close(job.job_id)
+        # kept on the job: a write refused by the journal makes us build this log again
+        events = job.events = (job.events or []) + JOB_LOGS.close(job.job_id)
         last = timestamper(None, level, {**summary, "level": level, "logger": "smaskd.daemon"})
         return "".join(json.dumps(e, default=str) + "\n" for e in [*events, jsonable(last)]).encode()
 
@@ -330,6 +378,8 @@ class Jobs:
         box = rule.outbox
         suffix = output_suffix(job.action)
         staging = outbox.staging_path(box, job.job_id, suffix)
+        if job.spool and not space.room_for(self, job, out, staging):
+            return
         if job.sha256:
             job.duplicate_of = self.journal.duplicate_of(job.job_id, job.sha256, rule.name)
             if job.duplicate_of:
@@ -345,14 +395,17 @@ class Jobs:
             job.log.warning("output.kept_both", path=str(blocking),
                             reason="a folder has the output's name; replace never removes it")
             on_conflict = "rename"
-        chosen = outbox.pick_names(box, stem, [suffix, LOG_SUFFIX], on_conflict)
+        chosen, skipped, keep_input = conflicts.decide(self.journal, job, box, stem, suffix,
+                                                       LOG_SUFFIX, on_conflict)
         plan: list[list[str]] = []
-        if chosen is None:  # on_conflict: skip
-            dirs.place(box).unlink(staging.name, missing_ok=False)
-            job.log.info("output.skipped", reason="exists", name=f"{stem}{suffix}")
+        if skipped is not None:
+            if skipped == "exists":
+                job.log.info("output.skipped", reason="exists", name=f"{stem}{suffix}",
+                             input_kept=keep_input)
             log_stem = outbox.pick_names(box, stem, [LOG_SUFFIX], "rename")
             outputs = []
         else:
+            assert chosen is not None
             log_stem = chosen
             fd = dirs.place(box).open(staging.name, os.O_RDONLY)
             try:
@@ -368,32 +421,40 @@ class Jobs:
             items=result.get("items"), instances=result.get("instances"),
             labels=result.get("labels"), warnings=result.get("warnings", []),
             convert_ms=result.get("convert_ms"), worker_ms=round(out.duration * 1000, 1),
-            skipped=chosen is None, duplicate_of=job.duplicate_of)
+            skipped=skipped is not None, skip_reason=skipped, duplicate_of=job.duplicate_of,
+            input_kept=keep_input or None)
         log_staging = outbox.staging_path(box, job.job_id, LOG_SUFFIX)
         outbox.write_staging(log_staging, self._log_bytes(job, summary, "info"), self.config.file_mode)
         plan.append([str(log_staging), str(log_final)])
-        if not self._record_plan(job, "publishing", plan, "outbox"):
+        if not self._record_plan(job, "publishing", plan, "outbox",
+                                 keep={"keep_input": True} if keep_input else None):
             return
         stall_point("stall_decided", job.name)
+        if skipped is not None:  # only now: until the journal says so, it may be published
+            dirs.place(box).unlink(staging.name, missing_ok=False)
         crash_point("before_publish", job.name)
-        self._publish_plan(plan, on_conflict == "replace", job.name)
+        self._publish_plan(plan, on_conflict == "replace" and skipped is None, job.name)
         crash_point("after_publish", job.name)
         self.journal.update(job.job_id, state="published")
+        job.journaled = "published"
         crash_point("after_journal", job.name)
         if self.complete(job):
             self.log.info("job.done", **{k: v for k, v in summary.items() if k != "event"})
 
     def _record_plan(self, job: Job, state: str, plan: list[list[str]], folder: str,
-                     error: dict[str, Any] | None = None) -> bool:
+                     error: dict[str, Any] | None = None,
+                     keep: dict[str, Any] | None = None) -> bool:
         """Decide to publish (or fail): create the job's decision marker beside the claim,
         holding the plan (for a host that may take the claim over if we die; names only, its
         mount point may differ), then journal it (for our own restart). False, with the job
-        dropped, when a taker decided first (we stalled past our lease): see claims.py."""
+        dropped, when a taker decided first (we stalled past our lease): see claims.py.
+        ``keep`` (``{"keep_input": True}``: a skipped input not to delete) goes in ``detail``."""
         marker = {"state": state, "name": job.name, "rel": job.rel,
                   "rule": job.rule.name if job.rule else None,
                   "action": job.action, "attempts": job.attempts, "sha256": job.sha256,
                   "folder": folder, "pairs": [[Path(a).name, Path(b).name] for a, b in plan],
-                  "error": error, "host_id": self.config.host_id, "job_id": job.job_id}
+                  "error": error, "host_id": self.config.host_id, "job_id": job.job_id,
+                  **(keep or {})}
         taken = claims_mod.decide(job.inbox, self.config.host_id, job.job_id, marker,
                                   claim_name=job.claim_path.name)
         if taken is not None:
@@ -403,10 +464,13 @@ class Jobs:
             self._lost(job, f"taken over by {by} before this host decided to publish "
                             "(it stalled past its lease)")
             return False
-        fields: dict[str, Any] = {"state": state, "outputs": plan}
+        fields: dict[str, Any] = {"state": state, "outputs": plan, "sha256": job.sha256}
         if error is not None:
             fields.update(detail=error, error=f"{error.get('type')}: {self._reason(error)}")
+        elif keep is not None:
+            fields["detail"] = keep
         self.journal.update(job.job_id, **fields)
+        job.journaled = state
         return True
 
     def _claim_dir(self, job: Job) -> dirs.Folder:
@@ -444,10 +508,16 @@ class Jobs:
 
     def complete(self, job: Job) -> bool:
         """The input's completion action; runs only after the journal says ``published``.
-        False when a taker finished the job instead (see :meth:`_handed_over`)."""
+        False when a taker finished the job instead (see :meth:`_handed_over`).
+
+        ``on_success: delete`` keeps (moves to done/) an input whose result was skipped for
+        an output made from other content (``keep_input`` in the journal's ``detail``).
+        """
         if self._handed_over(job):
             return False
-        if job.rule is not None and job.rule.on_success == "delete":
+        row = self.journal.get(job.job_id)
+        keep = bool(row is not None and row.detail and row.detail.get("keep_input"))
+        if job.rule is not None and job.rule.on_success == "delete" and not keep:
             self._claim_dir(job).unlink(job.claim_path.name)  # missing: deleted before a crash
             where = None
         else:
@@ -456,8 +526,6 @@ class Jobs:
         self.journal.update(job.job_id, state="done")
         self._release_markers(job)
         self.done += 1
-        self.waiting.passed(job.inbox.path, job.rule.outbox if job.rule else None,
-                            job.claim_path)
         job.log.debug("input.completed", moved_to=where)
         return True
 
@@ -499,7 +567,16 @@ class Jobs:
             self.journal.update(job.job_id, moved_to=str(recorded))
             return recorded
         # through descriptors, re-validated: never into a symlinked or renamed-away folder
-        target = outbox.link_input(src.fd(), name, folder, job.name)
+        try:
+            target = outbox.link_input(src.fd(), name, folder, job.name)
+        except PermissionError as e:
+            if e.filename2 is not None or e.filename is None or os.fsdecode(e.filename) != name:
+                raise  # the folder refused it: a fault (backoff.py), not the input
+            # not linked (protected_hardlinks) and not readable to copy: rename it
+            target = inputs.rename_unreadable(src.fd(), name, folder, job.name, e)
+            self.journal.update(job.job_id, moved_to=str(target))
+            dirs.place(folder).sync()
+            return target
         self.journal.update(job.job_id, moved_to=str(target))
         crash_point("mid_input_move", job.name)
         src.unlink(name)
@@ -538,6 +615,8 @@ class Jobs:
             return
         try:
             self._fail(job, error)
+        except JournalError as e:
+            journalwait.wait(self, job, e, "fail", error)
         except OSError as e:
             if not self._park(job, e, "fail"):
                 raise
@@ -582,7 +661,11 @@ class Jobs:
         crash_point("after_fail_log", job.name)
         if self._handed_over(job):
             return
-        moved = self._move_claim(job, job.inbox.failed_dir)
+        try:
+            moved = self._move_claim(job, job.inbox.failed_dir)
+        except inputs.Unmovable as e:  # neither linked, read to copy, nor renamed there
+            inputs.leave_unmovable(self, job, error, e)
+            return
         crash_point("after_fail_move", job.name)
         reason = self._reason(error)
         report = {"job_id": job.job_id, "input": job.name, "inbox": job.inbox.name,
@@ -642,18 +725,26 @@ class Jobs:
                                   job.claim_path, job.name)
         if fault is None:
             return False
+        if fault.label == "outbox" and fault.probe == "write" and \
+                _errno(error) in space.NO_ROOM:
+            job.spool = True  # its next run must not fill the outbox again (space.py)
         JOB_LOGS.open(job.job_id)  # keep collecting: the log is written when it finishes
-        row = self.journal.get(job.job_id)
-        if row is None or row.state in ("claimed", "running"):
+        try:
+            row = self.journal.get(job.job_id)
+        except JournalError:
+            row = None
+        if row is None and job.journaled is not None:
+            step = "resume"
+        elif row is None or row.state in ("claimed", "running"):
             staged = out is not None and step == "publish" and job.action is not None and \
-                job.rule is not None and os.path.lexists(
-                    outbox.staging_path(job.rule.outbox, job.job_id, output_suffix(job.action)))
+                job.rule is not None and os.path.lexists(self._result_path(job))
             if not staged:
                 step, out = "run", None
                 self._cleanup_staging(job)
                 job.attempts = max(0, job.attempts - 1)
-            self.journal.update(job.job_id, state="claimed", attempts=job.attempts,
-                                error=f"waiting: {fault.describe()}")
+            with contextlib.suppress(JournalError):  # that fault is waited for on its own
+                self.journal.update(job.job_id, state="claimed", attempts=job.attempts,
+                                    error=f"waiting: {fault.describe()}")
         else:
             step = "resume"
         self.waiting.park(fault, Waiter(job, step, out))
@@ -671,6 +762,12 @@ class Jobs:
                     self._prepare(job)
                 elif waiter.step == "publish":
                     self.publish(job, waiter.outcome)
+                elif waiter.step == "fail":  # the journal refused to record the failure
+                    self.fail(job, waiter.outcome)
+                elif waiter.step == "admit":  # claimed; the journal refused its row
+                    self.journal.add(job.job_id, self.config.host_id, job.inbox.name, job.name,
+                                     job.claim_path, job.size)
+                    self._prepare(job)
                 else:
                     row = self.journal.get(job.job_id)
                     if row is not None:
@@ -687,6 +784,9 @@ class Jobs:
         failed: that would report a published file as failed and write a second log. It
         waits, whatever the error, until the step can be finished.
         """
+        if isinstance(error, JournalError):
+            journalwait.wait(self, job, error, step, out)
+            return
         if self._park(job, error, step, out):
             return
         row = self.journal.get(job.job_id)

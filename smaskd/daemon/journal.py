@@ -16,6 +16,7 @@ States: claimed → running → publishing → published → done, and (from any
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -28,9 +29,13 @@ from typing import Any
 
 from smaskd.daemon.mounts import fs_type, is_network_fs
 from smaskd.daemon.statedir import make_state_dir, not_writable
-from smaskd.errors import ConfigError, OutputError, SmaskdError
+from smaskd.errors import ConfigError, JournalError, OutputError, SmaskdError
 
-__all__ = ["Journal", "Row", "STATES", "TERMINAL"]
+__all__ = ["BUSY_TIMEOUT", "Journal", "Row", "STATES", "TERMINAL", "probe_writable"]
+
+#: How long a write waits for a lock another process holds. Short: the daemon's one thread
+#: must not stall on it; a write that gives up raises JournalError and the loop retries.
+BUSY_TIMEOUT = 0.2
 
 STATES = ("claimed", "running", "publishing", "published", "failing", "done", "failed", "lost")
 TERMINAL = ("done", "failed", "lost")  # lost: the claim left this host (taken over, or removed)
@@ -119,6 +124,7 @@ class Journal:
                         self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
             else:
                 self.db.execute("SELECT COUNT(*) FROM jobs").fetchone()
+            self.db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")  # see _write
         except BaseException:
             self.db.close()
             raise
@@ -126,10 +132,27 @@ class Journal:
     def close(self) -> None:
         self.db.close()
 
+    def _write(self, sql: str, params: tuple = ()) -> None:
+        """One statement (autocommit); JournalError when SQLite cannot write it now."""
+        try:
+            self.db.execute(sql, params)
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+            raise JournalError(f"cannot be written: {e}", str(self.path)) from e
+
+    def _one(self, sql: str, params: tuple = ()) -> tuple | None:
+        """One row of a query; JournalError when SQLite cannot read now."""
+        try:
+            return self.db.execute(sql, params).fetchone()
+        except sqlite3.Error as e:  # another process holds it in exclusive locking mode
+            raise JournalError(f"cannot be read: {e}", str(self.path)) from e
+
     def add(self, job_id: str, host_id: str, inbox: str, name: str, claim_path: Path,
             size: int | None = None) -> None:
         now = time.time()
-        self.db.execute(
+        self._write(
             "INSERT OR IGNORE INTO jobs (job_id, host_id, inbox, name, claim_path, state, size, "
             "created, updated) VALUES (?, ?, ?, ?, ?, 'claimed', ?, ?, ?)",
             (job_id, host_id, inbox, name, str(claim_path), size, now, now))
@@ -142,11 +165,14 @@ class Journal:
                 fields[key] = json.dumps(fields[key], default=str)
         fields["updated"] = time.time()
         cols = ", ".join(f"{k} = ?" for k in fields)
-        self.db.execute(f"UPDATE jobs SET {cols} WHERE job_id = ?", (*fields.values(), job_id))
+        self._write(f"UPDATE jobs SET {cols} WHERE job_id = ?", (*fields.values(), job_id))
 
     def get(self, job_id: str) -> Row | None:
-        cur = self.db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
-        found = cur.fetchone()
+        try:
+            cur = self.db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+            found = cur.fetchone()
+        except sqlite3.Error as e:  # another process holds it in exclusive locking mode
+            raise JournalError(f"cannot be read: {e}", str(self.path)) from e
         return self._row(cur, found) if found else None
 
     def rows(self, where: str = "1", params: tuple = (), order: str = "created") -> Iterator[Row]:
@@ -162,10 +188,34 @@ class Journal:
 
     def duplicate_of(self, job_id: str, sha256: str, rule: str) -> str | None:
         """An earlier finished job with the same content and rule (recognised, not skipped)."""
-        found = self.db.execute(
+        found = self._one(
             "SELECT job_id FROM jobs WHERE sha256 = ? AND rule = ? AND job_id != ? "
             "AND state IN ('published', 'done') ORDER BY created LIMIT 1",
-            (sha256, rule, job_id)).fetchone()
+            (sha256, rule, job_id))
+        return found[0] if found else None
+
+    def newer_publisher(self, job_id: str, rule: str, final: str) -> str | None:
+        """A job of ``rule`` claimed after ``job_id`` that already published to ``final``.
+
+        For ``on_conflict: replace``: the newest drop wins whatever finishes first, so an
+        older drop that finishes later must not overwrite it. Claim order is drop order
+        (the inbox is claimed oldest mtime first, each file after ``settle``).
+        """
+        found = self._one(
+            "SELECT job_id FROM jobs WHERE rule = ? AND job_id != ? "
+            "AND state IN ('publishing', 'published', 'done') "
+            "AND created > (SELECT created FROM jobs WHERE job_id = ?) "
+            "AND instr(outputs, ?) > 0 ORDER BY created DESC LIMIT 1",
+            (rule, job_id, job_id, _needle(final)))
+        return found[0] if found else None
+
+    def published_from(self, sha256: str, rule: str, final: str) -> str | None:
+        """A finished job of ``rule`` whose input had this content and published ``final``:
+        an input skipped because ``final`` exists may then be deleted without loss."""
+        found = self._one(
+            "SELECT job_id FROM jobs WHERE sha256 = ? AND rule = ? "
+            "AND state IN ('publishing', 'published', 'done') AND instr(outputs, ?) > 0 "
+            "ORDER BY created DESC LIMIT 1", (sha256, rule, _needle(final)))
         return found[0] if found else None
 
     @staticmethod
@@ -190,3 +240,28 @@ def _translate(path: Path, error: sqlite3.DatabaseError) -> SmaskdError:
         f"move it aside (mv {path} {path}.broken) and start again: a new journal is created and "
         "claims left in processing/ are run again or finished from their plan markers",
         str(path))
+
+
+def _needle(final: str) -> str:
+    """``final`` as it appears inside the JSON of the ``outputs`` column (quoted, escaped)."""
+    return json.dumps(final)
+
+
+def probe_writable(path: Path) -> str | None:
+    """None if the journal at ``path`` takes a write now, else why not (for STATUS).
+
+    A real committed write on a connection of its own (a lock probe alone would miss a full
+    disk), into a one-row table, waiting no longer than a journal write does.
+    """
+    try:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+    except sqlite3.Error as e:
+        return f"cannot be opened: {e}"
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL)")
+        db.execute("INSERT OR REPLACE INTO probe VALUES (1, ?)", (time.time(),))
+    except sqlite3.Error as e:
+        return f"cannot be written: {e}"
+    finally:
+        db.close()
+    return None

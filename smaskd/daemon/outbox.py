@@ -31,9 +31,9 @@ from typing import Any
 
 from smaskd.daemon import dirs
 
-__all__ = ["NO_LINK", "link_input", "move_input", "open_folder", "output_stem", "pick_names",
-           "publish", "real_folder", "same_inode", "split_name", "staging_files", "staging_path",
-           "write_staging"]
+__all__ = ["NO_LINK", "copy_into", "link_input", "move_input", "open_folder", "output_stem",
+           "pick_names", "publish", "real_folder", "same_inode", "split_name", "staging_files",
+           "staging_path", "write_staging"]
 
 NO_LINK = {errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
@@ -200,7 +200,7 @@ def link_input(src_dir: int, src: str, folder: Path, name: str) -> Path:
             except OSError as e:
                 if e.errno not in NO_LINK:
                     raise
-                if not _copy_into(src_dir, src, target, dfd):
+                if not copy_into(src_dir, src, target, dfd):
                     continue
             break
         assert target is not None
@@ -231,7 +231,7 @@ def split_name(name: str) -> tuple[str, str]:
     return (stem, f".{ext}") if dot and stem else (name, "")
 
 
-def _copy_into(src_dir: int, src: str, name: str, dfd: int) -> bool:
+def copy_into(src_dir: int, src: str, name: str, dfd: int) -> bool:
     """Copy ``src`` to ``name`` in the folder ``dfd``; False if the name was taken meanwhile."""
     st = os.stat(src, dir_fd=src_dir, follow_symlinks=False)
     if stat.S_ISLNK(st.st_mode):

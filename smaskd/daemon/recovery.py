@@ -165,6 +165,8 @@ def _apply_marker(jobs: Jobs, inbox: Inbox, found: claims.Claim, host: str,
                               "sha256": data.get("sha256")}
     if data.get("error"):
         fields["detail"] = data["error"]
+    elif data.get("keep_input"):  # a skipped input that on_success: delete must not delete
+        fields["detail"] = {"keep_input": True}
         fields["error"] = f"{data['error'].get('type')}: {data['error'].get('message')}"
     jobs.journal.update(found.job_id, **fields)
     me = jobs.config.host_id
@@ -204,7 +206,7 @@ def take_over(jobs: Jobs, inbox: Inbox, host: str) -> int:
 
 def sweep_staging(jobs: Jobs) -> int:
     """Remove ``.smaskd-<job>…`` files of jobs that are over (ours) or long abandoned."""
-    folders = {r.outbox for r in jobs.config.rules}
+    folders = {r.outbox for r in jobs.config.rules} | {jobs.spool}
     for inbox in jobs.config.inboxes:
         folders |= {inbox.failed_dir, inbox.done_dir}
     removed = 0

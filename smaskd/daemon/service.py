@@ -10,6 +10,7 @@ only while the observers are alive: a stuck loop stops the pings and systemd res
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
@@ -24,7 +25,7 @@ from smaskd.config import Config, Inbox, load_config
 from smaskd.daemon.claims import CLAIM_PREFIX_LEN, lock_processing
 from smaskd.daemon.dirs import FolderSwapped, claim_area, close_places, forget
 from smaskd.daemon.hosts import Leases
-from smaskd.daemon.intake import Intake, shorten
+from smaskd.daemon.intake import Candidate, Intake, shorten
 from smaskd.daemon.jobs import Jobs
 from smaskd.daemon.journal import Journal
 from smaskd.daemon.notify import Notifier
@@ -35,7 +36,7 @@ from smaskd.daemon.statedir import lock_state_dir
 from smaskd.daemon.statusfile import write_status
 from smaskd.daemon.watcher import Hints, Watcher, choose_observer
 from smaskd.daemon.workers import Supervisor
-from smaskd.errors import SmaskdError
+from smaskd.errors import JournalError, SmaskdError
 
 __all__ = ["Service"]
 
@@ -168,6 +169,7 @@ class Service:
             missing = str(inbox.path) not in self.locks
             if old is not None and old.inbox.path == inbox.path:
                 intake.seen, intake.left = old.intake.seen, old.intake.left
+                intake.reasons = old.intake.reasons
                 missing = missing or old.missing
             state = states[inbox.name] = _InboxState(inbox, intake, rescan,
                                                      poll=min(0.5, max(0.05, settle / 4)),
@@ -203,6 +205,7 @@ class Service:
         self.journal = Journal(self.config.state_dir)
         self._prepare_folders(self.config)
         self.jobs = Jobs(self.config, self.journal, self.supervisor, self.log)
+        self.jobs.on_left = self._left_in_inbox
         self.leases.beat(self.config)  # before recovery: other hosts must see us alive
         self._signals()
         self.inboxes = self._states(self.config)
@@ -255,8 +258,11 @@ class Service:
             self._check_inboxes()
         self._scan(now, everything, dirty)
         self.jobs.collect()
+        journal_failing = self.jobs.waiting.has("journal")
         self.jobs.retry_waiting()
         self.jobs.retry_unfinished()
+        if journal_failing and not self.jobs.waiting.has("journal"):
+            self.hints.mark(None)  # files left unclaimed meanwhile: list every inbox now
         self.leases.tick(self.config, now, self.jobs.take_over)
         self.jobs.start_ready()
         healthy = True
@@ -319,6 +325,18 @@ class Service:
                 else:
                     self.log.info("outbox.accepted", rule=name)
         self.jobs.refused_rules = rules
+
+    def _left_in_inbox(self, inbox: Inbox, path: Path, reason: str) -> None:
+        """An input failed where it lies (failed/ could not take it): not claimed again
+        until it changes, and named in STATUS until then."""
+        state = self.inboxes.get(inbox.name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        if state is not None:
+            rel = path.relative_to(inbox.path).as_posix()
+            state.intake.leave(Candidate(path, rel, st), f"input {inbox.name}/{rel} {reason}")
 
     def _check_inboxes(self) -> None:
         """Notice an inbox that vanished or came back; never create it, never act on the loss.
@@ -463,10 +481,13 @@ class Service:
 
     def _idle(self) -> bool:
         assert self.jobs is not None
+        # Jobs waiting for a fault do not keep ``--once`` running: it ends and says what
+        # waits and why (``_shutdown``); the next run resumes them from the journal. A retry
+        # pause (``after``: only time) is no fault: it is waited out.
         return (all(s.scanned or s.missing or s.refused or n in self.swapped
                     for n, s in self.inboxes.items())
                 and not self._pending() and not self.jobs.queue and not self.jobs.running
-                and not len(self.jobs.waiting) and not len(self.jobs.unfinished))
+                and not len(self.jobs.unfinished) and not self.jobs.waiting.has("after"))
 
     def _timeout(self) -> float:
         assert self.jobs is not None
@@ -509,8 +530,9 @@ class Service:
                 missing.append(f"inbox {s.inbox.name}: {len(skipped) - 5} more folders skipped")
         swapped = [f"inbox {name} skipped: its claim area {why}"
                    for name, why in sorted(self.swapped.items())]
+        left = [r for s in self.inboxes.values() for r in s.intake.reasons.values()]
         return (missing + swapped + refused + self.jobs.waiting.describe()
-                + self.jobs.unfinished.describe())
+                + self.jobs.unfinished.describe() + left)
 
     def _status_text(self) -> str:
         assert self.jobs is not None
@@ -579,14 +601,16 @@ class Service:
         if self.watcher is not None:
             self.watcher.stop()
         for job in self.jobs.queue:  # unstarted claims stay in processing/ for the next start
-            self.journal.update(job.job_id, state="claimed")
+            with contextlib.suppress(JournalError):  # the row says claimed or running: same
+                self.journal.update(job.job_id, state="claimed")
         deadline = time.monotonic() + self.config.drain_timeout
         while self.jobs.running and time.monotonic() < deadline:
             wait(self.supervisor.waitables(), min(0.25, max(0.01, deadline - time.monotonic())))
             self.jobs.collect(retry=False)
         for job_id in self.supervisor.stop_all():
             job = self.jobs.running.pop(job_id)
-            self.journal.update(job_id, state="claimed")
+            with contextlib.suppress(JournalError):
+                self.journal.update(job_id, state="claimed")
             self.jobs._cleanup_staging(job)
             self.log.warning("job.interrupted", job_id=job_id, input=job.name,
                              action="left claimed for the next start")
@@ -598,5 +622,11 @@ class Service:
         self.journal.close()
         close_places()
         if self.once and not interrupted:
-            return 65 if self.jobs.failed else 0
+            # a fault with no job behind it (the journal refused a claim) still left work
+            waits = bool(len(self.jobs.waiting) or self.jobs.waiting.blockers)
+            if waits:
+                self.log.warning("once.waiting", waiting=len(self.jobs.waiting),
+                                 problems=self._problems(),
+                                 action="left as they are; the next run carries them on")
+            return 65 if self.jobs.failed else 75 if waits else 0
         return 0

@@ -165,10 +165,10 @@ def _configure_events(conn: Connection) -> Any:
     return structlog.get_logger("smaskd.worker")
 
 
-def _inject(spec: JobSpec, limit: int | None) -> bool:
+def _inject(spec: JobSpec, limit: int | None, sha256: str) -> bool:
     """Test-only misbehaviour (``faults.py`` lists it); True means "fake the conversion"."""
     fake = False
-    for directive in worker_faults(spec.input_name):
+    for directive in worker_faults(spec.input_name, sha256):
         arg = directive[2] if len(directive) > 2 else None
         if directive[0] == "worker_crash":
             os.kill(os.getpid(), signal.SIGKILL)
@@ -237,7 +237,7 @@ def worker_main(spec: JobSpec, conn: Connection) -> None:
         sha256, size = _hash(spec.src, spec.input_name)
         conn.send(("sha256", sha256))
         log.debug("input.hashed", sha256=sha256, size=size)
-        fake = _inject(spec, limit)
+        fake = _inject(spec, limit, sha256)
         started = time.monotonic()
         if fake:
             Path(spec.staging).write_bytes(Path(spec.src).read_bytes())

@@ -366,4 +366,6 @@ def test_on_conflict_and_on_success(tmp_path: Path, daemon_factory, on_conflict,
     assert daemon_factory(config, "--once").start().wait(60) == 0
     assert files(outbox) == expected
     assert ((outbox / "a.zip").read_bytes() == b"earlier result") is (on_conflict != "replace")
-    assert files(inbox / "done") == [] and files(inbox) == []  # on_success: delete
+    # on_success: delete, except an input skipped for an output of other content (kept)
+    assert files(inbox / "done") == (["a.json"] if on_conflict == "skip" else [])
+    assert files(inbox) == []
