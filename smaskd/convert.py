@@ -38,7 +38,7 @@ class ConvertOptions:
 
     labelmap: Path | None = None
     compat: str | None = None  # None (lossless, refuses CVAT's data loss) or "cvat"
-    source_format: str = "auto"  # export: auto | coco | datumaro | labelme
+    source_format: str = "auto"  # export: auto | coco | cvat | datumaro | labelme
     polygons: bool = False  # import: masks → polygons (CVAT's method)
     format: str = "coco"  # import output: coco | datumaro
     # Processes for the items of one large job (smaskd.smask.parallel). The library and the
@@ -66,8 +66,8 @@ class ConvertOptions:
             kw["compat"] = "cvat"
         src = options.get("from", options.get("source_format"))
         if src is not None:
-            if src not in ("auto", "coco", "datumaro", "labelme"):
-                raise InputError("expected auto|coco|datumaro|labelme", f"{where}.from")
+            if src not in ("auto", "coco", "cvat", "datumaro", "labelme"):
+                raise InputError("expected auto|coco|cvat|datumaro|labelme", f"{where}.from")
             kw["source_format"] = src
         for key in ("polygons", "to_polygons"):
             if key in options:
