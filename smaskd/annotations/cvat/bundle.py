@@ -335,6 +335,12 @@ class _Builder:
                 points, rotation = k0.points, k0.rotation
             else:
                 points, rotation = interpolate_points(k0, k1, frame)
+                if k0.type == "polygon" and len(points) < 6:
+                    raise TrackError(
+                        f"{track.describe()}: CVAT's interpolation between the keyframes at "
+                        f"frames {k0.frame} and {k1.frame} gives frame {frame} a polygon of "
+                        f"{len(points) // 2} point(s); Datumaro refuses polygons of fewer than "
+                        "3 points, so CVAT's export of this task fails", self.source)
             where = f"{self.source}: {track.describe()}, frame {frame}"
             shape = _shape(k0.type, points, rotation, where)
             if shape is not None:
