@@ -254,3 +254,47 @@ def test_not_a_zip_is_an_input_error(tmp_path: Path) -> None:
         read_backup(path)
 
 
+
+
+def _track(label: str, frame: int, shapes: list[dict], attributes: list[dict] = ()) -> dict:
+    keep = ("type", "occluded", "outside", "z_order", "rotation", "points", "frame", "attributes")
+    return {"frame": frame, "label": label, "group": 0, "source": "manual",
+            "attributes": list(attributes), "elements": [],
+            "shapes": [{k: v for k, v in s.items() if k in keep} for s in shapes]}
+
+
+def test_a_track_starting_before_its_first_keyframe_gets_an_outside_one(tmp_path: Path) -> None:
+    """CVAT stores a track's frame and its first keyframe's as one: the gap becomes an
+    outside copy of that keyframe (kept in frame order when read back)."""
+    members = _image_backup([_job(0, 3)],
+                            [_annotations(tracks=[_track("cat", 0, [_rect("cat", 2)])])],
+                            [_label("cat")])
+    (track,) = read_backup(_zip(tmp_path / "t.zip", members))["annotations"]["tracks"]
+    assert track["frame"] == 0
+    assert [(s["frame"], s["outside"], s["points"]) for s in track["shapes"]] == [
+        (0, True, [1.0, 1.0, 4.0, 4.0]), (2, False, [1.0, 1.0, 4.0, 4.0])]
+
+
+def test_attributes_are_found_by_name_and_defaults_filled_in(tmp_path: Path) -> None:
+    label = _label("cat")
+    label["attributes"] = [
+        {"name": "pose", "mutable": True, "input_type": "select", "default_value": "sitting",
+         "values": ["sitting", "running"]},
+        {"name": "breed", "mutable": False, "input_type": "text", "default_value": "unknown",
+         "values": []}]
+    first = dict(_rect("cat", 0), attributes=[{"name": "pose", "value": "running"}])
+    track = _track("cat", 0, [first, _rect("cat", 2)], [{"name": "breed", "value": "tabby"}])
+    shape = dict(_rect("cat", 1), attributes=[{"name": "breed", "value": "siamese"}])
+    members = _image_backup([_job(0, 3)], [_annotations([shape], [track])], [label])
+    bundle = read_backup(_zip(tmp_path / "a.zip", members))
+    pose, breed = (a["id"] for a in bundle["labels"][0]["attributes"])
+    (restored,) = bundle["annotations"]["tracks"]
+    assert restored["attributes"] == [{"spec_id": breed, "value": "tabby"}]
+    assert [s["attributes"] for s in restored["shapes"]] == [
+        [{"spec_id": pose, "value": "running"}], [{"spec_id": pose, "value": "running"}]]
+    (plain,) = bundle["annotations"]["shapes"]
+    assert plain["attributes"] == [{"spec_id": breed, "value": "siamese"},
+                                   {"spec_id": pose, "value": "sitting"}]
+    bad = _annotations([dict(_rect("cat", 1), attributes=[{"name": "size", "value": "xl"}])])
+    with pytest.raises(InputError, match=r"shapes\[0\]\.attributes\[0\]\.name: attribute 'size'"):
+        read_backup(_zip(tmp_path / "b.zip", _image_backup([_job(0, 3)], [bad], [label])))

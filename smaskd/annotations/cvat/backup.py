@@ -34,8 +34,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from smaskd.annotations.cvat.bundle import bundle_to_dataset
 from smaskd.annotations.cvat.merge import merge_jobs
-from smaskd.annotations.cvat.restore import Ids, LabelIds, restore_job
+from smaskd.annotations.cvat.restore import ORIGIN, Ids, LabelIds, restore_job
+from smaskd.annotations.cvat.tracks import TrackError
 from smaskd.annotations.jsonload import (
     At,
     expect_dict,
@@ -45,9 +47,10 @@ from smaskd.annotations.jsonload import (
     load_json_bytes,
 )
 from smaskd.errors import InputError
+from smaskd.model import Dataset
 from smaskd.safezip import SafeZip
 
-__all__ = ["MANIFEST", "is_backup_names", "read_backup"]
+__all__ = ["MANIFEST", "read_backup", "read_backup_dataset"]
 
 TASK_JSON = "task.json"
 ANNOTATIONS_JSON = "annotations.json"
@@ -59,13 +62,29 @@ SKIPPED_JOBS = ("ground_truth", "consensus_replica")
 _STEP = re.compile(r"step\s*=\s*([1-9]\d*)")  # Data.get_frame_step
 
 
-def is_backup_names(names: set[str] | frozenset[str]) -> bool:
-    """A task backup has ``task.json`` and ``annotations.json`` at the top of the zip."""
-    return TASK_JSON in names and ANNOTATIONS_JSON in names
+def read_backup_dataset(path: Path, source: str | None = None) -> Dataset:
+    """The restored task as a :class:`~smaskd.model.Dataset` (its export is CVAT's).
+
+    A track CVAT cannot expand is named by :mod:`.bundle` by its (restored) id; a note
+    says where the backup holds it.
+    """
+    source = source or Path(path).name
+    origins: dict[int, str] = {}
+    try:
+        return bundle_to_dataset(read_backup(path, source, origins), source)
+    except TrackError as e:
+        found = re.search(r"track id (\d+)", e.message)
+        if found and int(found.group(1)) in origins:
+            e.add_note(f"track id {found.group(1)} is {origins[int(found.group(1))]}")
+        raise
 
 
-def read_backup(path: Path, source: str | None = None) -> dict:
-    """The bundle of the task a backup restores to; ``source`` names the file in errors."""
+def read_backup(path: Path, source: str | None = None,
+                origins: dict[int, str] | None = None) -> dict:
+    """The bundle of the task a backup restores to; ``source`` names the file in errors.
+
+    ``origins``, if given, receives each track's id → its place in the backup.
+    """
     source = source or Path(path).name
     with SafeZip(path) as zf:
         names = set(zf.iter_names())
@@ -78,11 +97,12 @@ def read_backup(path: Path, source: str | None = None) -> dict:
         if MANIFEST not in names:
             raise InputError(_no_manifest(task, names), source)
         manifest = zf.read(MANIFEST)
-    return backup_to_bundle(task, jobs_doc, manifest, source)
+    return backup_to_bundle(task, jobs_doc, manifest, source, origins)
 
 
-def backup_to_bundle(task: dict, jobs_doc: Any, manifest: bytes, source: str) -> dict:
-    """The parts of a backup, already read, → the bundle."""
+def backup_to_bundle(task: dict, jobs_doc: Any, manifest: bytes, source: str,
+                     origins: dict[int, str] | None = None) -> dict:
+    """The parts of a backup, already read, → the bundle (``origins`` as in read_backup)."""
     at = At(f"{source}: {TASK_JSON}")
     version = task.get("version")
     if version not in VERSIONS:
@@ -98,6 +118,9 @@ def backup_to_bundle(task: dict, jobs_doc: Any, manifest: bytes, source: str) ->
     job_at = At(source, ANNOTATIONS_JSON)  # "b.zip: annotations.json[1].tracks[0]..."
     restored = [(start, restore_job(doc, ids, db_ids, job_at.index(n)))
                 for n, start, _, doc in jobs]
+    annotations = merge_jobs(restored, overlap)
+    names = {x["id"]: x["name"] for top in labels for x in (top, *top["sublabels"])}
+    _drop_origins(annotations["tracks"], names, {} if origins is None else origins)
     return {
         "task": {
             "name": task.get("name", ""),
@@ -110,8 +133,16 @@ def backup_to_bundle(task: dict, jobs_doc: Any, manifest: bytes, source: str) ->
         },
         "meta": meta,
         "labels": labels,
-        "annotations": merge_jobs(restored, overlap),
+        "annotations": annotations,
     }
+
+
+def _drop_origins(tracks: list[dict], names: dict[int, str], origins: dict[int, str]) -> None:
+    for track in tracks:
+        origin = track.pop(ORIGIN, None)
+        if origin is not None:
+            origins.setdefault(track["id"], f"{origin} (label {names[track['label_id']]!r})")
+        _drop_origins(track.get("elements", []), names, origins)
 
 
 def _no_manifest(task: dict, names: set[str]) -> str:

@@ -32,9 +32,10 @@ for the similarity marks its keyframes (``keyframe: true``) and copies attribute
 forward from the previous keyframe, as CVAT's ``get_interpolated_shapes`` does to the
 objects it is given.
 
-A track CVAT cannot interpolate inside the overlap (a mask track with a later keyframe, two
-keyframe types) makes CVAT's merge, and so every read of the task, fail; here that is a
-:class:`~smaskd.annotations.cvat.tracks.TrackError` naming the track and frames.
+A track CVAT cannot interpolate up to the end of an overlap (a mask track with a later
+keyframe, two keyframe types) makes CVAT's merge, and so every read of the task, fail; here
+that is a :class:`~smaskd.annotations.cvat.tracks.TrackError` naming the track (by its
+``_origin`` in a backup, see :mod:`.restore`) and the frames.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from copy import deepcopy
 from typing import Any
 
 import numpy as np
+
+from smaskd.annotations.cvat.tracks import Key, Timeline, Track, interpolate_points
 
 __all__ = ["merge_job", "merge_jobs"]
 
@@ -100,7 +103,7 @@ def _merge(old: list[Obj], objects: list[Obj], start: int, overlap: int, kind: _
         old.extend(int_objects)
         return
 
-    from scipy.optimize import linear_sum_assignment
+    from scipy.optimize import linear_sum_assignment  # here: only overlaps need it (~0.2 s)
 
     for frame, candidates in int_by_frame.items():
         olds = old_by_frame.get(frame)
@@ -214,8 +217,6 @@ def _expanded(track: Obj, start: int, end: int) -> dict[int, Obj]:
     :mod:`.tracks` (the export's own expansion, one frame at a time); what CVAT's function
     does to its argument is redone here by :func:`_mark_keyframes`.
     """
-    from smaskd.annotations.cvat.tracks import Timeline, interpolate_points
-
     timeline = Timeline(_as_track(track), end, lambda frame: False)
     _mark_keyframes(track, end)
     shapes: dict[int, Obj] = {}
@@ -235,14 +236,25 @@ def _expanded(track: Obj, start: int, end: int) -> dict[int, Obj]:
     return shapes
 
 
-def _as_track(track: Obj) -> Any:
-    from smaskd.annotations.cvat.tracks import Key, Track
+class _MergedTrack(Track):
+    """A track inside the merge: its errors say where the backup holds it, if known."""
 
+    origin: str | None = None
+
+    def describe(self) -> str:
+        if self.origin:
+            return f"the track at {self.origin}"
+        return f"track id {self.id} (label id {self.label_id})"
+
+
+def _as_track(track: Obj) -> Track:
     keys = [Key(int(s["frame"]), s["type"], tuple(s["points"]), float(s.get("rotation", 0.0)),
                 bool(s["outside"]), int(s.get("z_order", 0)), int(s.get("id") or 0))
             for s in track["shapes"]]
-    return Track(0, int(track.get("id") or 0), track["label_id"], track.get("group") or 0,
-                 int(track["frame"]), keys)
+    merged = _MergedTrack(0, int(track.get("id") or 0), track["label_id"],
+                          track.get("group") or 0, int(track["frame"]), keys)
+    merged.origin = track.get("_origin")
+    return merged
 
 
 def _mark_keyframes(track: Obj, end: int) -> None:

@@ -13,6 +13,8 @@ merge (:mod:`.merge`) sees only the result, so they are replayed here
   is moved there instead); a keyframe before the track's frame moves the track's frame; a
   skeleton's element tracks start no later than the skeleton, and the skeleton no later than
   its earliest element;
+* every track carries, under :data:`ORIGIN`, its place in the backup, until the reader drops
+  it from the merged result;
 * reading back: tags and shapes in frame order, tracks in the order stored, each track's
   keyframes in frame order (ties keep the stored order); skeleton shapes hold no points;
   every object gets the default of each attribute it lacks (a track keyframe: the previous
@@ -39,9 +41,12 @@ from smaskd.annotations.jsonload import (
 )
 from smaskd.errors import InputError
 
-__all__ = ["Ids", "LabelIds", "restore_job"]
+__all__ = ["ORIGIN", "Ids", "LabelIds", "restore_job"]
 
 Obj = dict[str, Any]
+#: Key of a restored track naming where the backup holds it (``b.zip:
+#: annotations.json[1].tracks[0]``), for messages about merged tracks; the reader drops it.
+ORIGIN = "_origin"
 
 SHAPE_TYPES = frozenset({"rectangle", "polygon", "polyline", "points", "ellipse", "cuboid",
                          "mask", "skeleton"})
@@ -194,7 +199,8 @@ def _track(obj: Any, labels: LabelIds, parent: str, at: At) -> Obj:
     obj = expect_dict(obj, at)
     name, label_id = _label(obj, labels, parent, at)
     track = {"label_id": label_id, **_common(obj, at),
-             "attributes": _attributes(obj, labels, label_id, at)}
+             "attributes": _attributes(obj, labels, label_id, at),
+             ORIGIN: str(at)}
     shapes = []
     for i, shape in enumerate(_list(obj, "shapes", at)):
         where = at.key("shapes").index(i)
