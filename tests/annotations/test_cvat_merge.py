@@ -100,3 +100,15 @@ def _box(frame: int, x: float, outside: bool = False) -> dict:
 def _track(label_id: int, frame: int, shapes: list[dict]) -> dict:
     return {"id": label_id * 100 + frame, "label_id": label_id, "frame": frame, "group": 0,
             "source": "manual", "attributes": [], "shapes": shapes, "elements": []}
+
+
+def test_a_union_into_an_earlier_candidate_is_dropped_as_cvat_drops_it() -> None:
+    """CVAT unites into the track that starts first; when that is the new job's track, the
+    union is kept in a local list only: the old track stays as it was, the new one is gone."""
+    first = {"version": 0, "tags": [], "shapes": [], "tracks": [_track(1, 5, [_box(5, 0)])]}
+    second = {"version": 0, "tags": [], "shapes": [],
+              "tracks": [_track(1, 4, [_box(4, 0), _box(5, 0), _box(9, 0)])]}
+    merged = merge_jobs([(0, first), (4, second)], 2)
+    (track,) = merged["tracks"]
+    assert track["frame"] == 5
+    assert [s["frame"] for s in track["shapes"]] == [5]
