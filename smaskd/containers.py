@@ -198,11 +198,6 @@ def _read_backup(path: Path, label: str, fmt: str) -> Dataset:
     if fmt not in ("auto", "cvat"):
         raise InputError(f"format {fmt!r} was requested, but this zip is a CVAT task backup "
                          "(task.json + annotations.json)", label)
-    try:
-        from smaskd.annotations.cvat.backup import read_backup  # type: ignore[import-not-found]
-    except ImportError:
-        raise InputError("this zip is a CVAT task backup (task.json + annotations.json); this "
-                         "version of smaskd cannot read backups yet", label) from None
-    from smaskd.annotations.cvat import bundle_to_dataset
+    from smaskd.annotations.cvat.backup import read_backup_dataset
 
-    return bundle_to_dataset(read_backup(path, label), label)
+    return read_backup_dataset(path, label)

@@ -18,7 +18,7 @@ import pytest
 from smaskd.annotations.cvat.backup import read_backup
 from smaskd.annotations.cvat.merge import merge_jobs
 from smaskd.errors import InputError, UnsafeArchiveError
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, run_cli
 
 TRACKS = CORPUS / "tracks"
 
@@ -173,12 +173,17 @@ def test_media_in_the_backup_are_never_read(tmp_path: Path) -> None:
 
 
 @needs_tracks
-def test_a_video_backup_without_manifest_says_why(tmp_path: Path) -> None:
+def test_a_video_backup_without_manifest_exits_65_saying_why(tmp_path: Path) -> None:
     members = _members("random_s101_03_vid_2jobs-ov3")
     del members["data/manifest.jsonl"]
     members["data/street_65.mp4"] = b"\x00\x00\x00\x18ftypmp42"
+    backup = _zip(tmp_path / "v.zip", members)
     with pytest.raises(InputError, match=r"no data/manifest.jsonl.*frame size of a video"):
-        read_backup(_zip(tmp_path / "v.zip", members))
+        read_backup(backup)
+    result = run_cli("export", backup, "-o", tmp_path / "out.zip")
+    assert result.returncode == 65, result.stderr
+    assert "v.zip" in result.stderr and "data/manifest.jsonl" in result.stderr
+    assert not (tmp_path / "out.zip").exists()
 
 
 def test_sublabels_are_found_by_parent_and_name(tmp_path: Path) -> None:

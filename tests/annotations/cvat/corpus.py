@@ -16,8 +16,8 @@ from tests.conftest import CORPUS
 
 TRACKS = CORPUS / "tracks"
 
-#: source → its input file inside a case (the backup path is added by the backup reader's work)
-SOURCES = {"bundle": "input/scene.json"}
+#: source → its input file inside a case
+SOURCES = {"bundle": "input/scene.json", "backup": "input/backup.zip"}
 
 needs_tracks = pytest.mark.skipif(
     not (TRACKS / "README.md").is_file(),
