@@ -18,19 +18,10 @@ import pytest
 from smaskd.annotations.cvat.backup import read_backup
 from smaskd.annotations.cvat.merge import merge_jobs
 from smaskd.errors import InputError, UnsafeArchiveError
-from tests.conftest import CORPUS, run_cli
+from tests.annotations.cvat.corpus import TRACKS, needs_tracks
+from tests.conftest import run_cli
 
-TRACKS = CORPUS / "tracks"
-
-
-def _backup_cases() -> list[str]:
-    if not TRACKS.is_dir():
-        return []
-    return sorted(p.parent.parent.name for p in TRACKS.glob("*/input/backup.zip"))
-
-
-needs_tracks = pytest.mark.skipif(
-    not _backup_cases(), reason=f"CVAT track corpus not found at {TRACKS} (set SMASKD_CORPUS)")
+BACKUP_CASES = sorted(p.parent.parent.name for p in TRACKS.glob("*/input/backup.zip"))
 
 
 def _by_names(annotations: dict, labels: list[dict]) -> dict:
@@ -63,7 +54,7 @@ def _scene(case: str) -> dict:
 
 
 @needs_tracks
-@pytest.mark.parametrize("case", _backup_cases())
+@pytest.mark.parametrize("case", BACKUP_CASES)
 def test_backup_restores_the_tasks_bundle(case: str) -> None:
     bundle = read_backup(TRACKS / case / "input" / "backup.zip")
     scene = _scene(case)

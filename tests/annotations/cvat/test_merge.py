@@ -14,19 +14,9 @@ import pytest
 
 from smaskd.annotations.cvat.merge import merge_jobs
 from smaskd.annotations.cvat.tracks import TrackError
-from tests.conftest import CORPUS
+from tests.annotations.cvat.corpus import TRACKS, needs_tracks
 
-TRACKS = CORPUS / "tracks"
-
-
-def _job_cases() -> list[str]:
-    if not TRACKS.is_dir():
-        return []
-    return sorted(p.parent.parent.name for p in TRACKS.glob("*/expected/jobs.json"))
-
-
-needs_tracks = pytest.mark.skipif(
-    not _job_cases(), reason=f"CVAT track corpus not found at {TRACKS} (set SMASKD_CORPUS)")
+JOB_CASES = sorted(p.parent.parent.name for p in TRACKS.glob("*/expected/jobs.json"))
 
 
 def _jobs(case: str) -> list[dict]:
@@ -35,7 +25,7 @@ def _jobs(case: str) -> list[dict]:
 
 
 @needs_tracks
-@pytest.mark.parametrize("case", _job_cases())
+@pytest.mark.parametrize("case", JOB_CASES)
 def test_merge_gives_cvats_task_annotations(case: str) -> None:
     scene = json.loads((TRACKS / case / "input" / "scene.json").read_text())
     jobs = [(j["start_frame"], j["annotations"]) for j in _jobs(case)
