@@ -23,7 +23,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="the zip to write")
     p.add_argument("--labelmap", type=Path, help="labelmap.txt giving label names and colours")
     p.add_argument("--from", dest="source_format", default="auto",
-                   choices=["auto", "coco", "datumaro", "labelme"])
+                   choices=["auto", "coco", "cvat", "datumaro", "labelme"])
     p.add_argument("--compat", choices=["cvat"],
                    help="reproduce CVAT byte for byte, including its silent data loss")
     _add_limits(p)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from smaskd.atomicio import atomic_writer
 from smaskd.errors import InputError, SmaskdError
@@ -18,14 +18,12 @@ from smaskd.smask.limits import InputLimits
 __all__ = [
     "ACTIONS",
     "ConvertOptions",
+    "action_for",
     "ConvertResult",
     "convert_file",
     "export_file",
     "import_file",
     "output_suffix",
-    "SNIFF_BYTES",
-    "sniff_bytes",
-    "sniff_open",
     "sniff_kind",
 ]
 
@@ -40,7 +38,7 @@ class ConvertOptions:
 
     labelmap: Path | None = None
     compat: str | None = None  # None (lossless, refuses CVAT's data loss) or "cvat"
-    source_format: str = "auto"  # export: auto | coco | datumaro | labelme
+    source_format: str = "auto"  # export: auto | coco | cvat | datumaro | labelme
     polygons: bool = False  # import: masks → polygons (CVAT's method)
     format: str = "coco"  # import output: coco | datumaro
     # Processes for the items of one large job (smaskd.smask.parallel). The library and the
@@ -70,8 +68,8 @@ class ConvertOptions:
             kw["compat"] = "cvat"
         src = options.get("from", options.get("source_format"))
         if src is not None:
-            if src not in ("auto", "coco", "datumaro", "labelme"):
-                raise InputError("expected auto|coco|datumaro|labelme", f"{where}.from")
+            if src not in ("auto", "coco", "cvat", "datumaro", "labelme"):
+                raise InputError("expected auto|coco|cvat|datumaro|labelme", f"{where}.from")
             kw["source_format"] = src
         for key in ("polygons", "to_polygons"):
             if key in options:
@@ -108,33 +106,12 @@ class ConvertResult:
 
 
 def sniff_kind(path: Path) -> Kind | None:
-    """What a file is, from its content (never from its name)."""
+    """What a file is, from its content (never its name): JSON by its first bytes, a zip by
+    its directory (:mod:`smaskd.containers`: an export zip or backup is annotations)."""
+    from smaskd.containers import sniff_file
+
     with open(path, "rb") as fh:
-        return sniff_open(fh)
-
-
-def sniff_open(fh: BinaryIO) -> Kind | None:
-    """What an open file is: JSON or a zip by its first bytes, else a zip by its end record
-    (a self-extractor's prefix, read as ``zipfile`` reads it)."""
-    from smaskd.zipdir import has_directory
-
-    kind = sniff_bytes(fh.read(SNIFF_BYTES))
-    if kind is None and has_directory(fh):
-        return "masks"
-    return kind
-
-
-SNIFF_BYTES = 64
-
-
-def sniff_bytes(head: bytes) -> Kind | None:
-    """What a file is, from its first :data:`SNIFF_BYTES` bytes, for callers that opened it."""
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return "masks"
-    text = head.lstrip(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
-    if text[:1] in (b"{", b"["):
-        return "annotations"
-    return None
+        return sniff_file(fh)
 
 
 def _name_the_file(exc: SmaskdError, src: Path) -> None:
@@ -165,11 +142,18 @@ def export_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()
     from smaskd.annotations.compact import read_annotations_compact
     from smaskd.smask.export import export_dataset
 
+    from smaskd.containers import is_zip_head, read_annotation_zip
+
     labelmap = _read_labelmap(options.labelmap)
     limits = {} if options.max_input_bytes is None else {"max_bytes": options.max_input_bytes}
-    dataset = read_annotations_compact(Path(src), options.source_format,
-                                       name=options.source_name,
-                                       max_instances=options.limits.max_instances, **limits)
+    if zipped:  # a CVAT export zip or task backup: a container of annotation files
+        dataset = read_annotation_zip(Path(src), options.source_format,
+                                      name=options.source_name, **limits)
+    else:
+        dataset = read_annotations_compact(Path(src), options.source_format,
+                                           name=options.source_name,
+                                           max_instances=options.limits.max_instances,
+                                           **limits)
     with atomic_writer(dst) as out:
         stats = export_dataset(dataset, out, labelmap=labelmap, compat=options.compat,
                                jobs=options.jobs, limits=options.limits)
@@ -194,16 +178,22 @@ def import_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()
     )
 
 
+def action_for(kind: Kind | None) -> str | None:
+    """What ``auto`` does with a file of ``kind``: annotations are exported, masks imported."""
+    return {"annotations": "export", "masks": "import"}.get(kind or "")
+
+
 def resolve_action(src: Path, action: str) -> str:
-    """``auto`` → export for annotation JSON, import for a mask zip."""
+    """``auto`` → export for annotations (JSON, CVAT export zip or backup), import for a mask
+    zip; decided by content (:func:`sniff_kind`)."""
     if action != "auto":
         return action
-    kind = sniff_kind(src)
-    if kind == "annotations":
-        return "export"
-    if kind == "masks":
-        return "import"
-    raise InputError("not an annotation JSON nor a zip (checked the first bytes)", str(src))
+    resolved = action_for(sniff_kind(src))
+    if resolved is None:
+        raise InputError("neither annotation JSON nor a zip whose directory can be read "
+                         "(checked the content; a zip still being written has no directory "
+                         "yet)", str(src))
+    return resolved
 
 
 def convert_file(src: Path, dst: Path, action: str = "auto",

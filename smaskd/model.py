@@ -63,13 +63,19 @@ class Box:
 
 @dataclass(frozen=True, slots=True)
 class Ellipse:
-    """An ellipse given by its bounding box ``x1, y1, x2, y2`` and a rotation in degrees."""
+    """An ellipse given by its bounding box ``x1, y1, x2, y2`` and a rotation in degrees.
+
+    ``center``: CVAT's own ellipses are a centre plus the right/top points; when the centre
+    is known it is used as is, because recomputing it as ``(x1 + x2) / 2`` can move its
+    rounding by a pixel (readers of CVAT's task data set it, file formats do not).
+    """
 
     x1: float
     y1: float
     x2: float
     y2: float
     rotation: float = 0.0
+    center: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,5 +62,7 @@ def read_annotations_compact(
         except (Fallback, InputError, OSError):
             pass  # the whole-file read below reports the problem exactly as it always has
     dataset = read_annotation_file(path, fmt, name=name, max_bytes=max_bytes)
+    if isinstance(dataset.items, RebuiltItems):
+        return dataset  # already built per access (a CVAT bundle expands tracks per frame)
     dataset.items = CompactItems(dataset.items)  # type: ignore[assignment]
     return dataset

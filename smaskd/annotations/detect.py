@@ -8,9 +8,11 @@ renames claimed files), so the format comes from the top-level keys:
 ``coco``           object with an ``images`` list; or a non-empty list of
                    ``{"image_id", "segmentation"|"bbox"}`` (a COCO *results* list)
 ``labelme``        object with a ``shapes`` list and no ``tracks``
-CVAT REST JSON     ``{"version", "tags", "shapes", "tracks"}`` or ``{"task"|"job": {id: ...}}``:
-                   refused — it names labels by database id and has no frame sizes or image
-                   names, so nothing correct can be made of it on its own
+``cvat``           a CVAT task bundle: ``{"task", "meta", "labels", "annotations"}``
+                   (the REST payloads of one task, :mod:`smaskd.annotations.cvat`)
+CVAT REST JSON     ``{"version", "tags", "shapes", "tracks"}`` or ``{"task"|"job": {id: ...}}``
+                   alone: refused — it names labels by database id and has no frame sizes
+                   or image names; the task bundle carries those beside it
 CVAT REST list     ``{"count", "next", "previous", "results"}``: refused, not annotations
 =================  ===========================================================
 
@@ -25,6 +27,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from smaskd.annotations.coco import read_coco, subset_from_coco_name
+from smaskd.annotations.cvat import bundle_to_dataset, is_bundle
 from smaskd.annotations.datumaro import read_datumaro
 from smaskd.annotations.jsonload import DEFAULT_MAX_BYTES, At, expect_list, load_json_file
 from smaskd.annotations.labelme import read_labelme
@@ -39,12 +42,13 @@ __all__ = [
     "read_annotation_file",
 ]
 
-FORMATS = ("coco", "datumaro", "labelme")
+FORMATS = ("coco", "cvat", "datumaro", "labelme")
 
 _CVAT_REST = (
-    "this is CVAT's REST API annotations JSON (tags/shapes/tracks per task or job); it names "
-    "labels only by database id and has no image names or frame sizes, so it cannot be "
-    "converted on its own. Export the task from CVAT as 'Datumaro 1.0' or 'COCO 1.0' instead"
+    "this is CVAT's REST API annotations JSON (tags/shapes/tracks per task or job) alone; it "
+    "names labels only by database id and has no image names or frame sizes. Save the task "
+    "bundle instead: one JSON object with the task, its data meta, its labels and these "
+    "annotations (README, 'From CVAT'), or export the task from CVAT as 'Datumaro 1.0'"
 )
 _CVAT_LIST = (
     "this is a CVAT REST API listing (count/next/previous/results, e.g. labels, tasks or "
@@ -79,6 +83,8 @@ def _sniff(doc: Any) -> str:
         return "unknown"
     if not isinstance(doc, dict):
         return "unknown"
+    if is_bundle(doc):
+        return "cvat"
     if _is_cvat_annotations(doc):
         return "cvat-rest"
     if isinstance(doc.get("items"), list) and "images" not in doc and "shapes" not in doc:
@@ -138,7 +144,7 @@ def datumaro_subset(name: str | PurePath) -> str:
 
 
 def detect_format(doc: Any) -> str:
-    """``coco`` | ``datumaro`` | ``labelme`` for a parsed document; ``InputError`` otherwise."""
+    """One of :data:`FORMATS` for a parsed document; ``InputError`` otherwise."""
     kind = _sniff(doc)
     if kind in FORMATS:
         return kind
@@ -172,6 +178,11 @@ def read_annotation_doc(
         return read_coco(doc, source, subset_from_coco_name(source))
     if fmt == "datumaro":
         return read_datumaro(doc, source, datumaro_subset(path))
+    if fmt == "cvat":
+        if not isinstance(doc, dict):
+            raise InputError("a CVAT task bundle is a JSON object (task, meta, labels, "
+                             "annotations)", source)
+        return bundle_to_dataset(doc, source)
     return read_labelme(doc, source, posixpath.splitext(source)[0] or "item")
 
 

@@ -53,6 +53,8 @@ def _check_config(args: argparse.Namespace) -> int:
 def _route(args: argparse.Namespace) -> int:
     from smaskd.daemon.routing import find_inbox, route, safe_kind
 
+    from smaskd.convert import action_for
+
     config = _config(args.config)
     for path in args.paths:
         inbox, rel = find_inbox(config, path)
@@ -61,7 +63,11 @@ def _route(args: argparse.Namespace) -> int:
         if rule is None:
             print(f"{path}: no rule matched ({where}); unmatched: {config.unmatched}")
         else:
-            print(f"{path}: rule {rule.name} ({where}) → action {rule.action} → outbox {rule.outbox}")
+            action = rule.action
+            if action == "auto":  # what the daemon's worker would do, decided the same way
+                resolved = action_for(safe_kind(path)) if path.exists() else None
+                action = f"auto ({resolved or 'unknown content: the job would fail'})"
+            print(f"{path}: rule {rule.name} ({where}) → action {action} → outbox {rule.outbox}")
     return 0
 
 

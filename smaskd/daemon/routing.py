@@ -1,8 +1,9 @@
 """Routing: the first rule whose conditions all hold decides action and outbox.
 
 Why "first match": a reader of the YAML can predict the outcome top to bottom, and
-``smaskd route`` shows it for any path without running anything. ``kind`` is sniffed from
-the file's first bytes (never its name), and only when a rule asks for it.
+``smaskd route`` shows it for any path without running anything. ``kind`` comes from the
+file's content, never its name (JSON by its first bytes, a zip by its directory: an export
+zip or a CVAT backup is ``annotations``, a mask zip ``masks``), and only when a rule asks.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from smaskd.config import Config, Rule
-from smaskd.convert import sniff_open
+from smaskd.containers import sniff_file
 
 __all__ = ["find_inbox", "route", "safe_kind"]
 
@@ -35,7 +36,7 @@ def safe_kind(path: Path) -> str | None:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
         with os.fdopen(fd, "rb", closefd=False) as fh:
-            return sniff_open(fh)
+            return sniff_file(fh)
     except OSError:
         return None
     finally:

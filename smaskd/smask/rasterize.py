@@ -161,7 +161,7 @@ def ellipse_region(e: Ellipse, height: int, width: int, where: str) -> Region:
         raise InputError(
             f"ellipse coordinates must be finite and within ±{MAX_COORDINATE:g}", where
         )
-    cx, cy = (e.x1 + e.x2) / 2, (e.y1 + e.y2) / 2
+    cx, cy = e.center if e.center is not None else ((e.x1 + e.x2) / 2, (e.y1 + e.y2) / 2)
     center = (round(cx), round(cy))  # Python round: half to even, as CVAT
     axes = (round(e.x2 - cx), round(cy - e.y1))
     if axes[0] < 0 or axes[1] < 0:
