@@ -146,6 +146,8 @@ def export_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()
 
     labelmap = _read_labelmap(options.labelmap)
     limits = {} if options.max_input_bytes is None else {"max_bytes": options.max_input_bytes}
+    with open(src, "rb") as fh:
+        zipped = is_zip_head(fh.read(4))
     if zipped:  # a CVAT export zip or task backup: a container of annotation files
         dataset = read_annotation_zip(Path(src), options.source_format,
                                       name=options.source_name, **limits)
