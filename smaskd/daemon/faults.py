@@ -35,6 +35,8 @@ process, as a host frozen by its hypervisor or a hung share would):
 ==================  ====================================================================
 stall_publish       a job passed its claim check in ``publish`` and has not decided
                     to publish yet (the decision marker is not made)
+stall_decided       a job decided to publish (its marker holds the plan), nothing is
+                    published yet
 ==================  ====================================================================
 
 Conditions (no input name): ``blind_locks`` makes ``flock`` a no-op, as on a share whose
@@ -72,7 +74,7 @@ __all__ = ["CRASH_POINTS", "STALL_POINTS", "WORKER_FAULTS", "crash_point", "faul
 CRASH_POINTS = ("after_claim", "after_start", "after_temp_write", "before_publish", "mid_publish",
                 "after_publish", "after_journal", "mid_input_move", "after_input_move",
                 "failing", "after_fail_log", "after_fail_move")
-STALL_POINTS = ("stall_publish",)
+STALL_POINTS = ("stall_publish", "stall_decided")
 WORKER_FAULTS = ("worker_crash", "worker_segv", "worker_hog", "worker_sleep", "fake_convert",
                  "slow_write", "kill_parent", "read_error")
 _ALIASES = {"exit_before_publish": "before_publish", "exit_after_publish": "after_journal"}

@@ -373,13 +373,14 @@ class Jobs:
         plan.append([str(log_staging), str(log_final)])
         if not self._record_plan(job, "publishing", plan, "outbox"):
             return
+        stall_point("stall_decided", job.name)
         crash_point("before_publish", job.name)
         self._publish_plan(plan, on_conflict == "replace", job.name)
         crash_point("after_publish", job.name)
         self.journal.update(job.job_id, state="published")
         crash_point("after_journal", job.name)
-        self.complete(job)
-        self.log.info("job.done", **{k: v for k, v in summary.items() if k != "event"})
+        if self.complete(job):
+            self.log.info("job.done", **{k: v for k, v in summary.items() if k != "event"})
 
     def _record_plan(self, job: Job, state: str, plan: list[list[str]], folder: str,
                      error: dict[str, Any] | None = None) -> bool:
@@ -440,8 +441,11 @@ class Jobs:
             finals.append(final)
         return finals
 
-    def complete(self, job: Job) -> None:
-        """The input's completion action; runs only after the journal says ``published``."""
+    def complete(self, job: Job) -> bool:
+        """The input's completion action; runs only after the journal says ``published``.
+        False when a taker finished the job instead (see :meth:`_handed_over`)."""
+        if self._handed_over(job):
+            return False
         if job.rule is not None and job.rule.on_success == "delete":
             self._claim_dir(job).unlink(job.claim_path.name)  # missing: deleted before a crash
             where = None
@@ -454,6 +458,24 @@ class Jobs:
         self.waiting.passed(job.inbox.path, job.rule.outbox if job.rule else None,
                             job.claim_path)
         job.log.debug("input.completed", moved_to=where)
+        return True
+
+    def _handed_over(self, job: Job) -> bool:
+        """Did a taker get the claim after we decided (we stalled past our lease)? Then it
+        finishes our very plan (claims.py) and reports the job; we stop here, saying so.
+
+        The claim is gone from our folder and the journal records no move of it by us. The
+        staged files are left alone: they are the taker's to publish.
+        """
+        row = self.journal.get(job.job_id)
+        if (row is not None and row.moved_to) or self._claim_dir(job).exists(job.claim_path.name):
+            return False
+        job.log.warning("claim.lost", reason="taken over by another host after this host "
+                        "decided (it stalled past its lease); the taker finishes the same plan",
+                        action="nothing more done here")
+        JOB_LOGS.close(job.job_id)
+        self.journal.update(job.job_id, state="lost", error="taken over after the decision")
+        return True
 
     def _move_claim(self, job: Job, folder: Path) -> Path:
         """Move the claimed input into ``folder`` (keep both on a name clash) exactly once.
@@ -557,6 +579,8 @@ class Jobs:
         except OSError as e:
             job.log.error("log.publish_failed", error=str(e))
         crash_point("after_fail_log", job.name)
+        if self._handed_over(job):
+            return
         moved = self._move_claim(job, job.inbox.failed_dir)
         crash_point("after_fail_move", job.name)
         reason = self._reason(error)

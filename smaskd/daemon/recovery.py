@@ -107,9 +107,9 @@ def resume(jobs: Jobs, job: Job, row: Row) -> None:
             jobs._publish_plan(row.outputs, replace, job.name)
             jobs.journal.update(job.job_id, state="published")
         JOB_LOGS.close(job.job_id)
-        jobs.complete(job)
-        jobs.log.info("job.done", job_id=job.job_id, input=job.name, recovered=True,
-                      outputs=[Path(f).name for _, f in (row.outputs or [])])
+        if jobs.complete(job):
+            jobs.log.info("job.done", job_id=job.job_id, input=job.name, recovered=True,
+                          outputs=[Path(f).name for _, f in (row.outputs or [])])
     elif row.state == "failing":
         JOB_LOGS.close(job.job_id)
         jobs.finish_failure(job, row.outputs or [], _error(row))
