@@ -389,8 +389,8 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _check_relations(config: Config, check_folders: bool = True) -> None:
     """Cross-field rules: names resolve, folders do not alias or nest in ways that would loop
-    (compared by identity: ``smaskd.daemon.overlaps``)."""
-    from smaskd.daemon.overlaps import config_folders, find_overlaps, is_within
+    (compared by identity: ``smaskd.overlaps``)."""
+    from smaskd.overlaps import config_folders, find_overlaps, is_within
 
     names: dict[str, int] = {}
     for i, inbox in enumerate(config.inboxes):

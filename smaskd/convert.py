@@ -165,7 +165,7 @@ def export_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()
 
 def import_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()) -> ConvertResult:
     """Segmentation Mask zip → annotation JSON at ``dst`` (atomic)."""
-    from smaskd.smask.importjob import import_masks
+    from smaskd.importjob import import_masks
 
     labelmap = _read_labelmap(options.labelmap)
     with atomic_writer(dst) as out:

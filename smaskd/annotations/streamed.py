@@ -51,8 +51,7 @@ from smaskd.annotations.jsonscan import (
     scan_top_level_lists,
 )
 from smaskd.errors import InputError
-from smaskd.model import Dataset, Item
-from smaskd.smask.labelspec import resolve_background
+from smaskd.model import Dataset, Item, resolve_background
 
 __all__ = ["Fallback", "RebuiltItems", "read_streamed"]
 

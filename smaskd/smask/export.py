@@ -42,9 +42,9 @@ from typing import BinaryIO
 import numpy as np
 
 from smaskd.errors import DataLossError, InputError, SmaskdError
+from smaskd.geometry.rle import counts_from_string
 from smaskd.model import Annotation, BitmapMask, Dataset, Item, RleMask
 from smaskd.pngio import MAX_IMAGE_PIXELS
-from smaskd.rle import counts_from_string
 from smaskd.smask.compose import is_segment
 from smaskd.smask.labelmap import LabelmapEntry, format_labelmap
 from smaskd.smask.labelset import BACKGROUND, OutputLabels, check_label_names, resolve_labels
