@@ -63,7 +63,7 @@ def _positive(text: str) -> int:
 
 
 def _add_limits(p: argparse.ArgumentParser) -> None:
-    from smaskd.smask.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_POLYGON_POINTS
+    from smaskd.geometry.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_POLYGON_POINTS
 
     p.add_argument("--max-polygon-points", type=_positive, default=DEFAULT_MAX_POLYGON_POINTS,
                    metavar="N", help="refuse a polygon with more points "
@@ -115,7 +115,7 @@ def _unusable_paths(args: argparse.Namespace) -> tuple[int, str] | None:
 def _run_convert(args: argparse.Namespace) -> int:
     from smaskd.convert import ConvertOptions, export_file, import_file
     from smaskd.procs import keep_heap_between_items
-    from smaskd.smask.limits import InputLimits
+    from smaskd.geometry.limits import InputLimits
     from smaskd.smask.parallel import default_jobs
 
     problem = _unusable_paths(args)

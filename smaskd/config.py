@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from smaskd.convert import ConvertOptions
 from smaskd.errors import ConfigError, SmaskdError
-from smaskd.smask.limits import InputLimits
+from smaskd.geometry.limits import InputLimits
 
 __all__ = [
     "Config",
@@ -401,8 +401,8 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _check_relations(config: Config, check_folders: bool = True) -> None:
     """Cross-field rules: names resolve, folders do not alias or nest in ways that would loop
-    (compared by identity: ``smaskd.daemon.overlaps``)."""
-    from smaskd.daemon.overlaps import config_folders, find_overlaps, is_within
+    (compared by identity: ``smaskd.overlaps``)."""
+    from smaskd.overlaps import config_folders, find_overlaps, is_within
 
     names: dict[str, int] = {}
     for i, inbox in enumerate(config.inboxes):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from smaskd.atomicio import atomic_writer
 from smaskd.errors import InputError, SmaskdError
-from smaskd.smask.limits import InputLimits
+from smaskd.geometry.limits import InputLimits
 
 __all__ = [
     "ACTIONS",
@@ -167,7 +167,7 @@ def export_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()
 
 def import_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()) -> ConvertResult:
     """Segmentation Mask zip → annotation JSON at ``dst`` (atomic)."""
-    from smaskd.smask.importjob import import_masks
+    from smaskd.importjob import import_masks
 
     labelmap = _read_labelmap(options.labelmap)
     with atomic_writer(dst) as out:

@@ -8,6 +8,7 @@ so a dataset costs little memory before its items are rasterised one at a time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -26,6 +27,7 @@ __all__ = [
     "Polygon",
     "RleMask",
     "Shape",
+    "resolve_background",
 ]
 
 RGB = tuple[int, int, int]
@@ -145,3 +147,18 @@ class Dataset:
     items: list[Item]
     source_format: str = ""
     warnings: list[str] = field(default_factory=list)
+
+
+def resolve_background(labels: Sequence[Label]) -> int | None:
+    """§2.3: the first black label, else the label named ``background``, else none.
+
+    Here, beside :class:`Label`, because every format reads and writes the background the
+    same way (the mask zip, COCO and Datumaro JSON), and formats never import each other.
+    """
+    for i, lab in enumerate(labels):
+        if lab.color == (0, 0, 0):
+            return i
+    for i, lab in enumerate(labels):
+        if lab.name == "background":
+            return i
+    return None

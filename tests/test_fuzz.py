@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 from smaskd.annotations.detect import read_annotation_doc
 from smaskd.annotations.jsonload import load_json_bytes
-from smaskd.annotations.writers import write_annotations
+from smaskd.annotations.write import write_annotations
 from smaskd.convert import ConvertOptions, convert_file
 from smaskd.errors import InputError, InternalError, SmaskdError
 from smaskd.smask.colormap import voc_color

@@ -23,7 +23,7 @@ import numpy as np
 
 from smaskd import MAX_IMAGE_PIXELS
 from smaskd.config import Config
-from smaskd.smask.limits import DEFAULT_MAX_INSTANCES, frame_memory
+from smaskd.geometry.limits import DEFAULT_MAX_INSTANCES, frame_memory
 from tests.conftest import run_cli
 
 DEFAULT_WORKER_MEMORY = Config.__dataclass_fields__["worker_memory"].default

@@ -54,10 +54,19 @@ from smaskd.annotations.jsonload import (
     expect_numbers,
     expect_str,
 )
-from smaskd.model import RGB, Annotation, Box, Dataset, Item, Label, Polygon, RleMask
+from smaskd.geometry.rle import counts_total_from_string
+from smaskd.model import (
+    RGB,
+    Annotation,
+    Box,
+    Dataset,
+    Item,
+    Label,
+    Polygon,
+    RleMask,
+    resolve_background,
+)
 from smaskd.pngio import MAX_IMAGE_PIXELS
-from smaskd.rle import counts_total_from_string
-from smaskd.smask.labelspec import resolve_background
 
 __all__ = [
     "MAX_INSTANCE_ID",

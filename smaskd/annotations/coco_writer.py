@@ -39,13 +39,12 @@ from pycocotools import mask as _coco
 
 from smaskd.annotations.writers import (
     WriteStats,
-    bitmap_rle,
     check_mask,
     is_real,
     mask_polygons,
 )
-from smaskd.model import Dataset, Item, Label
-from smaskd.smask.load import resolve_background
+from smaskd.geometry.rle import bitmap_rle
+from smaskd.model import Dataset, Item, Label, resolve_background
 
 __all__ = [
     "coco_assemble",

@@ -22,7 +22,7 @@ from smaskd.annotations.detect import read_annotation_file
 from smaskd.annotations.jsonload import DEFAULT_MAX_BYTES
 from smaskd.annotations.streamed import Fallback, RebuiltItems, read_streamed
 from smaskd.errors import InputError
-from smaskd.smask.limits import LimitError
+from smaskd.geometry.limits import LimitError
 from smaskd.model import Dataset, Item
 
 __all__ = ["CompactItems", "read_annotations_compact"]

@@ -22,11 +22,11 @@ from typing import Any
 from smaskd.annotations.coco_writer import file_name
 from smaskd.annotations.writers import (
     WriteStats,
-    bitmap_rle,
     check_mask,
     is_real,
     mask_polygons,
 )
+from smaskd.geometry.rle import bitmap_rle
 from smaskd.model import Dataset, Item, Label
 
 __all__ = ["datumaro_assemble", "datumaro_document", "datumaro_item"]

@@ -25,9 +25,9 @@ import json
 import os
 import weakref
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 
@@ -50,10 +50,10 @@ from smaskd.annotations.jsonscan import (
     iter_elements,
     scan_top_level_lists,
 )
+from smaskd.annotations.rebuilt import RebuiltItems
 from smaskd.errors import InputError
-from smaskd.smask.limits import too_many_instances
-from smaskd.model import Dataset, Item
-from smaskd.smask.labelspec import resolve_background
+from smaskd.geometry.limits import too_many_instances
+from smaskd.model import Dataset, Item, resolve_background
 
 __all__ = ["Fallback", "RebuiltItems", "read_streamed"]
 
@@ -83,70 +83,6 @@ class _OpenFile:
 
     def close(self) -> None:
         self._closer()
-
-
-class RebuiltItems(Sequence[Item]):
-    """Items built again at every access: ``build(i)`` makes item ``i`` from what ``keeps``.
-
-    ``first_pass``, when given, yields every item once, in order, checking each as the
-    whole-file reader would; it runs as the first iteration (an export's plan), so the
-    file is not parsed once more just to be checked. Any other access finishes it first.
-    """
-
-    def __init__(self, count: int, build: Callable[[int], Item], keeps: object,
-                 first_pass: Iterator[Item] | None = None) -> None:
-        self._count = count
-        self._build = build
-        self._keeps = keeps  # the open file (or stored blobs) as long as the items can be read
-        self._first_pass = first_pass
-        self._failed: BaseException | None = None
-
-    def __len__(self) -> int:
-        return self._count
-
-    @overload
-    def __getitem__(self, index: int) -> Item: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Item]: ...
-
-    def __getitem__(self, index):
-        self._finish_first_pass()
-        if isinstance(index, slice):
-            return [self._build(i) for i in range(*index.indices(self._count))]
-        if not -self._count <= index < self._count:
-            raise IndexError(index)
-        return self._build(index % self._count)
-
-    def __iter__(self) -> Iterator[Item]:
-        if self._first_pass is not None and self._failed is None:
-            first, self._first_pass = self._first_pass, None
-            while True:
-                try:
-                    item = next(first)
-                except StopIteration:
-                    return
-                except BaseException as e:
-                    self._failed = e
-                    close = getattr(self._keeps, "close", None)
-                    if close is not None:  # unusable now; the error's traceback holds us
-                        close()
-                    raise
-                try:
-                    yield item
-                except GeneratorExit:  # left early: the rest is checked on the next access
-                    self._first_pass = first
-                    raise
-        self._finish_first_pass()
-        for i in range(self._count):
-            yield self._build(i)
-
-    def _finish_first_pass(self) -> None:
-        if self._failed is not None:
-            raise self._failed
-        if self._first_pass is not None:
-            for _ in self:
-                pass
 
 
 def read_streamed(path: Path, fmt: str, name: str | PurePath, source: str, max_bytes: int,

@@ -29,7 +29,7 @@ from smaskd.daemon.intake import Candidate, Intake, shorten
 from smaskd.daemon.jobs import Jobs
 from smaskd.daemon.journal import Journal
 from smaskd.daemon.notify import Notifier
-from smaskd.daemon.overlaps import config_folders, find_overlaps
+from smaskd.overlaps import config_folders, find_overlaps
 from smaskd.daemon.permissions import DENIED, explain
 from smaskd.daemon.signals import Completion
 from smaskd.daemon.statedir import lock_state_dir

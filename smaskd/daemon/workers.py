@@ -291,7 +291,7 @@ PRELOAD = [
     "structlog",
     "smaskd.annotations.compact",
     "smaskd.smask.export",
-    "smaskd.smask.importjob",
+    "smaskd.importjob",
     "smaskd.smask.labelmap",
 ]
 

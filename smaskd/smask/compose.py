@@ -24,8 +24,8 @@ from itertools import groupby
 
 import numpy as np
 
+from smaskd.geometry.rasterize import Region, rasterize
 from smaskd.model import Annotation, Box, Item, NonMask
-from smaskd.smask.rasterize import Region, rasterize
 
 __all__ = ["Composition", "Segment", "compose_item", "item_segments", "merge_groups"]
 

@@ -28,7 +28,7 @@ item id the list file alters                DataLossError (spaces at the ends, '
 Always errors (both modes): a shape's label missing from ``--labelmap``, polygons with < 3
 points, item ids or subsets that are not safe relative paths, an item id twice in one
 subset, mask shapes on an item without a frame size, an item over the size limits
-(:mod:`smaskd.smask.limits`: mask shapes per item, points per polygon).
+(:mod:`smaskd.geometry.limits`: mask shapes per item, points per polygon).
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ from typing import BinaryIO
 import numpy as np
 
 from smaskd.errors import DataLossError, InputError, SmaskdError
+from smaskd.geometry.rle import counts_from_string
 from smaskd.model import Annotation, BitmapMask, Dataset, Item, RleMask
 from smaskd.pngio import MAX_IMAGE_PIXELS
-from smaskd.rle import counts_from_string
 from smaskd.smask.compose import is_segment
 from smaskd.smask.labelmap import LabelmapEntry, format_labelmap
 from smaskd.smask.labelset import BACKGROUND, OutputLabels, check_label_names, resolve_labels
-from smaskd.smask.limits import InputLimits, check_item_size
+from smaskd.geometry.limits import InputLimits, check_item_size
 from smaskd.smask.parallel import PoolPolicy, PoolStats, ordered_map
 from smaskd.smask.render import RenderContext, RenderTask, render_item
 from smaskd.smask.zipwriter import ZipStreamWriter, check_item_id, check_member_name
@@ -372,7 +372,7 @@ def export_dataset(
     loss; the default raises :class:`DataLossError` instead (see the module docstring).
     ``jobs`` > 1 renders the items of a large export in that many processes (``policy``
     says when it is large enough); the archive is the same byte for byte. ``limits`` bound
-    each item's mask shapes and polygon points (:mod:`smaskd.smask.limits`), checked for
+    each item's mask shapes and polygon points (:mod:`smaskd.geometry.limits`), checked for
     every item before the first is rasterised.
     """
     if compat not in COMPAT_MODES:

@@ -10,11 +10,10 @@ in CVAT's defaults, where ``ignored`` is coloured (224, 224, 192)).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from smaskd.errors import InputError
-from smaskd.model import RGB, Label
+from smaskd.model import RGB, Label, resolve_background
 from smaskd.safezip import SafeZip
 from smaskd.smask.labelmap import (
     LabelmapEntry,
@@ -39,17 +38,6 @@ class LabelSpec:
     background: int | None
     void: int | None  # the label VOC void pixels take (``ignored``); None: they are dropped
     source: str
-
-
-def resolve_background(labels: Sequence[Label]) -> int | None:
-    """§2.3: the first black label, else the label named ``background``, else none."""
-    for i, lab in enumerate(labels):
-        if lab.color == (0, 0, 0):
-            return i
-    for i, lab in enumerate(labels):
-        if lab.name == "background":
-            return i
-    return None
 
 
 VOID_LABEL = "ignored"

@@ -12,7 +12,7 @@ Steps, each as CVAT's importer does them unless the list below says otherwise:
 4. Subsets: ``ImageSets/Segmentation/<subset>.txt``; when there is none, the ``Main`` (class
    lists ``<class>_<subset>.txt`` skipped), ``Layout`` and ``Action`` lists, as CVAT.
 5. Items in list order; each decodes its two PNGs and turns them into instances
-   (:mod:`smaskd.smask.decode`, :mod:`smaskd.smask.instances`).
+   (:mod:`smaskd.smask.decode`, :mod:`smaskd.geometry.instances`).
 
 Where smaskd deliberately differs from CVAT (each gives a warning, never silence):
 
@@ -29,7 +29,7 @@ Where smaskd deliberately differs from CVAT (each gives a warning, never silence
 * labelme's ``class_names.txt`` names the labels when there is no labelmap (VOC colours by
   index; CVAT would use the VOC defaults, which differ in spelling: ``potted plant``);
 * majority class, instances on background, class-only and object-only items: see
-  :mod:`smaskd.smask.instances`; 16-bit PNGs: see :mod:`smaskd.smask.decode`.
+  :mod:`smaskd.geometry.instances`; 16-bit PNGs: see :mod:`smaskd.smask.decode`.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 
 from smaskd.errors import InputError
+from smaskd.geometry.instances import class_masks, object_instances, object_instances_runs
 from smaskd.model import Dataset, Item
 from smaskd.safezip import SafeZip
 from smaskd.smask.decode import (
@@ -55,7 +56,6 @@ from smaskd.smask.decode import (
     object_runs,
     png_size,
 )
-from smaskd.smask.instances import class_masks, object_instances, object_instances_runs
 from smaskd.smask.labelmap import LabelmapEntry
 from smaskd.smask.labelspec import LabelSpec, archive_labels, read_text, resolve_background
 from smaskd.smask.zipwriter import check_item_id

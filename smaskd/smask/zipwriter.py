@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from smaskd.errors import InputError
-from smaskd.smask.limits import shown
+from smaskd.geometry.limits import shown
 
 __all__ = ["ZipStreamWriter", "check_item_id", "check_member_name"]
 

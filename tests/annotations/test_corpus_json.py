@@ -12,8 +12,8 @@ import pytest
 
 from smaskd.annotations.detect import read_annotation_file
 from smaskd.errors import InputError
+from smaskd.geometry.rle import decode_rle
 from smaskd.model import BitmapMask, Box, Dataset, Ellipse, Label, NonMask, Polygon, RleMask
-from smaskd.rle import decode_rle
 from tests.conftest import CORPUS, GOLDEN, corpus_available, needs_corpus
 
 pytestmark = [

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from smaskd.rle import decode_rle
+from smaskd.geometry.rle import decode_rle
 from tests.conftest import GOLDEN, golden_cases, run_cli
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from smaskd.annotations.detect import detect_format, read_annotation_doc, read_annotation_file
 from smaskd.errors import InputError, SmaskdError
+from smaskd.geometry.rle import encode_rle
 from smaskd.model import BitmapMask, Box, Ellipse, Label, NonMask, Polygon, RleMask
-from smaskd.rle import encode_rle
 
 
 def write(tmp_path: Path, name: str, doc) -> Path:

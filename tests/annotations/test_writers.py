@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from pycocotools import mask as coco
 
 from smaskd.annotations.datumaro import read_datumaro
-from smaskd.annotations.writers import bitmap_rle, full_frame, write_annotations
+from smaskd.annotations.write import write_annotations
 from smaskd.errors import InputError
+from smaskd.geometry.instances import placeholder
+from smaskd.geometry.rle import bitmap_rle, encode_rle, full_frame
 from smaskd.model import Annotation, BitmapMask, Dataset, Item, Label
-from smaskd.rle import encode_rle
-from smaskd.smask.instances import placeholder
 from smaskd.smask.load import load_mask_zip
 from tests.conftest import GOLDEN, golden_cases, needs_corpus
 

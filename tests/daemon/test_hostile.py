@@ -407,7 +407,7 @@ else:
 """
 
 
-@pytest.mark.parametrize("module", ["smaskd.smask.rasterize", "smaskd.smask.polygons",
+@pytest.mark.parametrize("module", ["smaskd.geometry.rasterize", "smaskd.geometry.polygons",
                                     "smaskd.cli", "smaskd.daemon.workers"])
 def test_opencv_pixel_cap_is_set_before_cv2_loads(module: str) -> None:
     """OpenCV reads ``OPENCV_IO_MAX_IMAGE_PIXELS`` once, when it loads: whichever smaskd module

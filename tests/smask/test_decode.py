@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from smaskd.errors import InputError
+from smaskd.geometry.instances import is_placeholder
 from smaskd.smask.colormap import voc_color
 from smaskd.smask.decode import VOID, decode_class_png, decode_object_png
-from smaskd.smask.instances import is_placeholder
 from smaskd.smask.labelmap import parse_labelmap
 from smaskd.smask.load import load_mask_zip
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from smaskd.geometry.instances import is_placeholder
 from smaskd.model import Dataset
-from smaskd.smask.instances import is_placeholder
 from smaskd.smask.load import load_mask_zip
 from tests.conftest import CORPUS, needs_corpus
 

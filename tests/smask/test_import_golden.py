@@ -27,12 +27,12 @@ import numpy as np
 import pytest
 
 from smaskd.errors import InputError
+from smaskd.geometry.instances import is_placeholder
+from smaskd.geometry.polygons import bitmap_to_polygons
 from smaskd.model import Dataset
 from smaskd.safezip import SafeZip
 from smaskd.smask.decode import decode_class_png
-from smaskd.smask.instances import is_placeholder
 from smaskd.smask.load import load_mask_zip, resolve_background
-from smaskd.smask.polygons import bitmap_to_polygons
 from tests.conftest import GOLDEN, golden_cases, needs_corpus
 
 pytestmark = needs_corpus

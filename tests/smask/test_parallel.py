@@ -17,13 +17,13 @@ import zipfile
 import numpy as np
 import pytest
 
-from smaskd.annotations.writers import write_annotations
+from smaskd.annotations.write import write_annotations
 from smaskd.errors import InputError, InternalError
+from smaskd.geometry.rle import encode_rle
+from smaskd.importjob import import_masks
 from smaskd.model import Annotation, Box, Dataset, Ellipse, Item, Label, Polygon, RleMask
 from smaskd.pngio import decode_png
-from smaskd.rle import encode_rle
 from smaskd.smask.export import export_dataset
-from smaskd.smask.importjob import import_masks
 from smaskd.smask.load import load_mask_zip
 from smaskd.smask.parallel import PoolPolicy, PoolStats, ordered_map
 from tests.conftest import GOLDEN, golden_cases

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smaskd.errors import InputError
+from smaskd.geometry.instances import object_instances, object_instances_runs
 from smaskd.pngio import (
     decode_png,
     decode_runs,
@@ -24,7 +25,6 @@ from smaskd.pngio import (
     encode_rgb_png_fast,
 )
 from smaskd.smask.decode import class_runs, decode_class_png, decode_object_png, object_runs
-from smaskd.smask.instances import object_instances, object_instances_runs
 
 
 @st.composite

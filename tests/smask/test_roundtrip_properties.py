@@ -13,10 +13,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smaskd.annotations.writers import full_frame
+from smaskd.geometry.instances import is_placeholder
+from smaskd.geometry.rle import full_frame
 from smaskd.model import Annotation, BitmapMask, Dataset, Item, Label
 from smaskd.smask.export import export_dataset
-from smaskd.smask.instances import is_placeholder
 from smaskd.smask.load import load_mask_zip
 
 LABELS = [Label("background", (0, 0, 0)), Label("car", (250, 50, 83)),

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from smaskd.geometry.instances import is_placeholder
 from smaskd.smask.colormap import voc_color
-from smaskd.smask.instances import is_placeholder
 from smaskd.smask.load import load_mask_zip
 from tests.smask.test_decode import png, rgb_png, zip_bytes
 

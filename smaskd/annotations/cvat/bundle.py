@@ -26,7 +26,7 @@ What CVAT's task export does, and so what this reader does (``bindings.py``, ``f
   (once per shape or track), naming the shape and the frame: the pixels inside the frame are
   the ones the annotator drew there.
 
-Items are built when asked for (:class:`~smaskd.annotations.streamed.RebuiltItems`): the
+Items are built when asked for (:class:`~smaskd.annotations.rebuilt.RebuiltItems`): the
 dataset holds the bundle's shapes and keyframes, not the expanded tracks.
 """
 
@@ -436,7 +436,7 @@ def bundle_to_dataset(bundle: dict, source: str) -> Dataset:
     warnings: list[str] = []
     _mask_warnings(builder, warnings)
     # imported here: streamed imports detect, which imports this package
-    from smaskd.annotations.streamed import RebuiltItems
+    from smaskd.annotations.rebuilt import RebuiltItems
 
     items = RebuiltItems(len(builder.order), builder, builder)
     return Dataset(labels, items, "cvat", warnings)  # type: ignore[arg-type]

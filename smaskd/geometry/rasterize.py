@@ -25,9 +25,9 @@ import numpy as np
 from pycocotools import mask as _coco
 
 from smaskd.errors import InputError
+from smaskd.geometry.rle import counts_array
 from smaskd.model import BitmapMask, Box, Ellipse, Polygon, RleMask, Shape
-from smaskd.rle import counts_array
-from smaskd.smask.limits import check_outline
+from smaskd.geometry.limits import check_outline
 
 __all__ = [
     "MAX_COORDINATE",

@@ -10,10 +10,7 @@ import pytest
 from pycocotools import mask as coco
 
 from smaskd.errors import InputError
-from smaskd.rle import counts_array
-from smaskd.model import Annotation, BitmapMask, Box, Ellipse, Item, NonMask, Polygon, RleMask
-from smaskd.smask.compose import compose_item, merge_groups, Segment
-from smaskd.smask.rasterize import (
+from smaskd.geometry.rasterize import (
     Region,
     box_polygon,
     rasterize,
@@ -21,6 +18,9 @@ from smaskd.smask.rasterize import (
     round_points,
     runs_region,
 )
+from smaskd.geometry.rle import counts_array
+from smaskd.model import Annotation, BitmapMask, Box, Ellipse, Item, NonMask, Polygon, RleMask
+from smaskd.smask.compose import Segment, compose_item, merge_groups
 
 
 def full(region: Region, h: int, w: int) -> np.ndarray:

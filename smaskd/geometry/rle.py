@@ -10,13 +10,16 @@ import numpy as np
 from pycocotools import mask as _coco
 
 from smaskd.errors import InputError
+from smaskd.model import BitmapMask
 
 __all__ = [
+    "bitmap_rle",
     "counts_array",
     "counts_from_string",
     "counts_total_from_string",
     "decode_rle",
     "encode_rle",
+    "full_frame",
     "polygon_to_mask",
     "rle_area",
     "rle_bbox",
@@ -198,3 +201,46 @@ def polygon_to_mask(points: list[float], height: int, width: int) -> np.ndarray:
     """pycocotools' ``rleFrPoly`` fill of one ring: exactly CVAT's polygon/box pixels (§4.3)."""
     rles = _coco.frPyObjects([list(points)], height, width)
     return _coco.decode(rles)[:, :, 0]
+
+
+def full_frame(mask: BitmapMask, height: int, width: int) -> np.ndarray:
+    """The bitmap pasted on an empty ``height x width`` uint8 frame (clipped)."""
+    frame = np.zeros((height, width), dtype=np.uint8)
+    bm = np.asarray(mask.bitmap, dtype=bool)
+    r0, c0 = max(mask.top, 0), max(mask.left, 0)
+    r1, c1 = min(mask.top + bm.shape[0], height), min(mask.left + bm.shape[1], width)
+    if r0 < r1 and c0 < c1:
+        frame[r0:r1, c0:c1] = bm[r0 - mask.top:r1 - mask.top, c0 - mask.left:c1 - mask.left]
+    return frame
+
+
+def bitmap_rle(mask: BitmapMask, height: int, width: int) -> dict:
+    """Compressed full-frame COCO RLE of a cropped bitmap, in O(crop columns x height).
+
+    Only the frame columns the crop spans are materialised; the empty columns on either side
+    just lengthen the first and last run of zeros.
+    """
+    bm = np.asarray(mask.bitmap, dtype=bool)
+    c0, c1 = max(mask.left, 0), min(mask.left + bm.shape[1], width)
+    r0, r1 = max(mask.top, 0), min(mask.top + bm.shape[0], height)
+    if c0 >= c1 or r0 >= r1:
+        counts = [height * width]
+    else:
+        band = np.zeros((height, c1 - c0), dtype=np.uint8)
+        band[r0:r1] = bm[r0 - mask.top:r1 - mask.top, c0 - mask.left:c1 - mask.left]
+        flat = band.ravel(order="F")
+        edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        bounds = np.concatenate(([0], edges, [flat.size]))
+        runs = np.diff(bounds).tolist()
+        if flat[0]:
+            runs.insert(0, 0)
+        runs[0] += c0 * height
+        trailing = (width - c1) * height
+        if len(runs) % 2 == 0:  # ends inside the mask: trailing zeros are a new run, if any
+            if trailing:
+                runs.append(trailing)
+        else:
+            runs[-1] += trailing
+        counts = runs
+    rle = _coco.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
+    return {"counts": rle["counts"].decode("ascii"), "size": [height, width]}

@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 from pycocotools import mask as coco
 
 from smaskd.errors import InputError
-from smaskd.rle import (
+from smaskd.geometry.rle import (
     _counts_from_string_exact,
     counts_from_string,
     counts_total_from_string,

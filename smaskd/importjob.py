@@ -27,7 +27,8 @@ from smaskd.annotations.coco_writer import (
     max_instance_id,
 )
 from smaskd.annotations.datumaro_writer import datumaro_assemble, datumaro_item
-from smaskd.annotations.writers import FORMATS, WriteStats, dumps
+from smaskd.annotations.write import FORMATS
+from smaskd.annotations.writers import WriteStats, dumps
 from smaskd.errors import InputError
 from smaskd.model import Item
 from smaskd.smask.labelmap import LabelmapEntry

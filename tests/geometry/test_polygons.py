@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycocotools import mask as coco
 
+from smaskd.geometry.polygons import bitmap_to_polygons, mask_to_polygons
 from smaskd.model import BitmapMask
-from smaskd.smask.polygons import bitmap_to_polygons, mask_to_polygons
 
 
 def reference(mask: np.ndarray) -> list[list[int]]:
