@@ -9,6 +9,7 @@ One validator serves ``check-config``, start-up and SIGHUP reload, so a file tha
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import re
 import socket
@@ -25,6 +26,7 @@ __all__ = [
     "Inbox",
     "Match",
     "Rule",
+    "config_warnings",
     "default_config",
     "load_config",
     "parse_config",
@@ -363,6 +365,24 @@ def parse_config(data: Any, source: Path | None = None, check_folders: bool = Tr
     )
     _check_relations(config, check_folders)
     return config
+
+
+def config_warnings(config: Config) -> list[tuple[str, str]]:
+    """(key, message) of settings that are valid but will fail some valid inputs: printed by
+    ``check-config`` and logged at start-up, not refused (small frames still convert)."""
+    from smaskd import MAX_IMAGE_PIXELS
+    from smaskd.geometry.limits import frame_memory
+
+    found = []
+    need = frame_memory(MAX_IMAGE_PIXELS)
+    if config.worker_memory is not None and config.worker_memory < need:
+        side = math.isqrt(MAX_IMAGE_PIXELS)
+        found.append(("worker_memory", (
+            f"{config.worker_memory / 1024**2:g} MiB is less than a worker needs for the largest "
+            f"accepted frame ({side}x{side} pixels: {math.ceil(need / 1024**2)} MiB); inputs "
+            "with frames that large will fail with a memory error. Set at least "
+            f"{math.ceil(need / 1024**3 * 4) / 4:g}GiB, or 0 for unlimited")))
+    return found
 
 
 def _worker_memory(value: Any) -> int | None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
-from smaskd.config import Config, default_config, load_config
+from smaskd.config import Config, config_warnings, default_config, load_config
 from smaskd.errors import BusyError, ConfigError, SmaskdError, exit_code_for
 
 __all__ = ["add_daemon_commands"]
@@ -34,6 +35,8 @@ def _run(args: argparse.Namespace) -> int:
     config = _config(args.config, args.host_id)
     logsetup.configure(config.log_level)
     log = logsetup.get_logger("smaskd.daemon")
+    for key, message in config_warnings(config):
+        log.warning("config.warning", key=key, warning=message)
     try:
         return Service(config, log, once=args.once, host_override=args.host_id).run()
     except SmaskdError as e:  # the CLI prints it too; the log is what systemd's journal keeps
@@ -45,6 +48,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
+    for key, message in config_warnings(config):
+        print(f"smaskd check-config: warning: {key}: {message}", file=sys.stderr)
     print(f"{args.file}: ok: {len(config.inboxes)} inbox(es), {len(config.rules)} rule(s), "
           f"unmatched: {config.unmatched}")
     return 0

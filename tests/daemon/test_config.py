@@ -168,3 +168,19 @@ def test_worker_memory_at_or_above_the_floor_or_unlimited(value, expected) -> No
     data = minimal()
     data["worker_memory"] = value
     assert parse_config(data).worker_memory == expected
+
+
+def test_check_config_warns_below_what_the_largest_frame_needs(tmp_path: Path) -> None:
+    """Issue 12 cases 5/7: valid, but a 16384² frame would fail with a memory error."""
+    data = minimal(tmp_path)
+    path = tmp_path / "c.yaml"
+    data["worker_memory"] = "1GiB"
+    path.write_text(yaml.safe_dump(data))
+    out = run_cli("check-config", path)
+    assert out.returncode == 0 and "ok" in out.stdout
+    assert "warning: worker_memory: 1024 MiB is less than a worker needs for the largest " \
+           "accepted frame (16384x16384 pixels" in out.stderr
+    data["worker_memory"] = "4GiB"
+    path.write_text(yaml.safe_dump(data))
+    out = run_cli("check-config", path)
+    assert out.returncode == 0 and "warning" not in out.stderr
