@@ -877,3 +877,9 @@ class Jobs:
     def sweep_staging(self) -> int:
         """Remove staging files of finished jobs left by a crash (once, at start-up)."""
         return recovery.sweep_staging(self)
+
+    # The job API recovery.py drives (its ``JobQueue`` protocol names all of it): recovery
+    # never imports this module, so jobs -> recovery stays the only direction.
+    new_job = _job
+    prepare = _prepare
+    publish_plan = _publish_plan

@@ -24,22 +24,62 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from smaskd.config import Inbox
+from smaskd.config import Config, Inbox, Rule
 from smaskd.daemon import claims, outbox
-from smaskd.daemon.journal import TERMINAL, Row
+from smaskd.daemon.journal import TERMINAL, Journal, Row
 from smaskd.log import JOB_LOGS
 
-if TYPE_CHECKING:
-    from smaskd.daemon.jobs import Job, Jobs
-
-__all__ = ["recover", "resume", "sweep_staging", "take_over"]
+__all__ = ["JobQueue", "RecoveredJob", "recover", "resume", "sweep_staging", "take_over"]
 
 FOREIGN_STAGING_AGE = 3600.0  # another host's staging file is left alone for this long
 
 
-def recover(jobs: Jobs, inbox: Inbox) -> int:
+class RecoveredJob(Protocol):
+    """What recovery reads and sets on a job (:class:`smaskd.daemon.jobs.Job` is one)."""
+
+    job_id: str
+    name: str
+    rule: Rule | None
+    action: str | None
+    attempts: int
+    sha256: str | None
+    log: Any
+    stale: bool
+    taken_from: tuple[str, str] | None
+
+
+class JobQueue(Protocol):
+    """The public job API recovery drives (:class:`smaskd.daemon.jobs.Jobs` implements it).
+
+    Why a protocol and not an import: ``jobs`` calls recovery (start-up, take-over, resuming a
+    parked job), so recovery importing ``jobs`` back would make the two one tangle; it names
+    only the calls it makes, none of the queue's private steps.
+    """
+
+    config: Config
+    journal: Journal
+    log: Any
+    spool: Path  # staging folder of results waiting for their outbox (swept too)
+
+    def new_job(self, inbox: Inbox, claim: claims.Claim, size: int) -> Any: ...
+
+    def prepare(self, job: Any) -> None: ...
+
+    def publish_plan(self, plan: list[list[str]], replace: bool, name: str = "") -> list[str]: ...
+
+    def complete(self, job: Any) -> Any: ...
+
+    def fail(self, job: Any, error: dict[str, Any]) -> None: ...
+
+    def finish_failure(self, job: Any, plan: list[list[str]], error: dict[str, Any],
+                       summary: dict[str, Any] | None = None) -> None: ...
+
+    def settle_error(self, job: Any, error: Exception, step: str, out: Any = None) -> None: ...
+
+
+def recover(jobs: JobQueue, inbox: Inbox) -> int:
     """Re-adopt this host's claims in ``inbox`` after a crash or a drain."""
     me = jobs.config.host_id
     adopted = 0
@@ -61,7 +101,7 @@ def recover(jobs: Jobs, inbox: Inbox) -> int:
     return adopted
 
 
-def adopt(jobs: Jobs, inbox: Inbox, found: claims.Claim, taken_from: dict[str, str] | None = None,
+def adopt(jobs: JobQueue, inbox: Inbox, found: claims.Claim, taken_from: dict[str, str] | None = None,
           plan: tuple[str, dict[str, Any]] | None = None) -> bool:
     """Resume one claim now in our processing folder from whatever record it has.
 
@@ -82,7 +122,7 @@ def adopt(jobs: Jobs, inbox: Inbox, found: claims.Claim, taken_from: dict[str, s
             _apply_marker(jobs, inbox, found, *plan)
         row = jobs.journal.get(found.job_id)
         assert row is not None
-    job = jobs._job(inbox, found, size)
+    job = jobs.new_job(inbox, found, size)
     job.stale = True
     if taken_from:
         job.taken_from = (taken_from["host"], taken_from["job_id"])
@@ -99,12 +139,12 @@ def adopt(jobs: Jobs, inbox: Inbox, found: claims.Claim, taken_from: dict[str, s
     return True
 
 
-def resume(jobs: Jobs, job: Job, row: Row) -> None:
+def resume(jobs: JobQueue, job: RecoveredJob, row: Row) -> None:
     """Carry a job on from the step its journal row records, so no step runs twice."""
     if row.state in ("publishing", "published", "done"):
         if row.state == "publishing" and row.outputs:
             replace = job.rule is not None and job.rule.on_conflict == "replace"
-            jobs._publish_plan(row.outputs, replace, job.name)
+            jobs.publish_plan(row.outputs, replace, job.name)
             jobs.journal.update(job.job_id, state="published")
         JOB_LOGS.close(job.job_id)
         if jobs.complete(job):
@@ -118,7 +158,7 @@ def resume(jobs: Jobs, job: Job, row: Row) -> None:
     else:
         if row.state == "lost":
             jobs.journal.update(job.job_id, state="claimed")
-        jobs._prepare(job)
+        jobs.prepare(job)
 
 
 def _error(row: Row) -> dict[str, Any]:
@@ -128,14 +168,14 @@ def _error(row: Row) -> dict[str, Any]:
     return {"type": kind, "message": message or kind, "where": None}
 
 
-def _without_claim(jobs: Jobs, inbox: Inbox, row: Row) -> None:
+def _without_claim(jobs: JobQueue, inbox: Inbox, row: Row) -> None:
     if row.state == "published":  # the input was moved (or deleted) before the crash
         jobs.journal.update(row.job_id, state="done")
     elif row.state == "failing" and row.moved_to:  # in failed/ already; the report is missing
         claim_path = Path(row.claim_path)
         found = claims.Claim.parse(claim_path.parent, claim_path.name) or \
             claims.Claim(row.job_id, row.name, claim_path)
-        job = jobs._job(inbox, found, row.size or 0)
+        job = jobs.new_job(inbox, found, row.size or 0)
         job.attempts, job.sha256, job.action = row.attempts, row.sha256, row.action
         job.rule = {r.name: r for r in jobs.config.rules}.get(row.rule or "")
         JOB_LOGS.close(job.job_id)
@@ -148,7 +188,7 @@ def _without_claim(jobs: Jobs, inbox: Inbox, row: Row) -> None:
     claims.remove_marker(inbox, jobs.config.host_id, row.job_id)
 
 
-def _apply_marker(jobs: Jobs, inbox: Inbox, found: claims.Claim, host: str,
+def _apply_marker(jobs: JobQueue, inbox: Inbox, found: claims.Claim, host: str,
                   data: dict[str, Any]) -> None:
     """Adopt a dead host's publish/fail plan for ``found`` (names resolved with our config)."""
     if data.get("state") not in ("publishing", "failing"):
@@ -176,7 +216,7 @@ def _apply_marker(jobs: Jobs, inbox: Inbox, found: claims.Claim, host: str,
         claims.remove_marker(inbox, host, old_id)  # the plan is ours now
 
 
-def take_over(jobs: Jobs, inbox: Inbox, host: str) -> int:
+def take_over(jobs: JobQueue, inbox: Inbox, host: str) -> int:
     """Move every claim of ``host`` into our folder (rename: one taker wins each) and adopt it."""
     me = jobs.config.host_id
     taken = 0
@@ -204,7 +244,7 @@ def take_over(jobs: Jobs, inbox: Inbox, host: str) -> int:
     return taken
 
 
-def sweep_staging(jobs: Jobs) -> int:
+def sweep_staging(jobs: JobQueue) -> int:
     """Remove ``.smaskd-<job>…`` files of jobs that are over (ours) or long abandoned."""
     folders = {r.outbox for r in jobs.config.rules} | {jobs.spool}
     for inbox in jobs.config.inboxes:
@@ -232,7 +272,7 @@ def sweep_staging(jobs: Jobs) -> int:
     return removed
 
 
-def _claimed_anywhere(jobs: Jobs, job_id: str) -> bool:
+def _claimed_anywhere(jobs: JobQueue, job_id: str) -> bool:
     for inbox in jobs.config.inboxes:
         try:
             hosts = claims.foreign_hosts(inbox, "")
