@@ -205,9 +205,9 @@ def _apply_marker(jobs: JobQueue, inbox: Inbox, found: claims.Claim, host: str,
                               "sha256": data.get("sha256")}
     if data.get("error"):
         fields["detail"] = data["error"]
+        fields["error"] = f"{data['error'].get('type')}: {data['error'].get('message')}"
     elif data.get("keep_input"):  # a skipped input that on_success: delete must not delete
         fields["detail"] = {"keep_input": True}
-        fields["error"] = f"{data['error'].get('type')}: {data['error'].get('message')}"
     jobs.journal.update(found.job_id, **fields)
     me = jobs.config.host_id
     claims.decide(inbox, me, found.job_id, {**data, "job_id": found.job_id, "host_id": me})
