@@ -213,11 +213,17 @@ class ReadOnly:
 
     def clear(self) -> None:
         if self.mounted:
-            subprocess.run(["umount", str(self.folder)], check=False)
+            _unmount(self.folder)
             self.mounted = False
         elif self.active:
             self.folder.chmod(0o755)
         self.active = False
+
+
+def _unmount(folder: Path) -> None:
+    """Unmount, lazily if a descriptor still holds it (EBUSY): a mount must never outlive its test."""
+    if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 class Full:
@@ -250,7 +256,7 @@ class Full:
 
     def unmount(self) -> None:
         if self.mounted:
-            subprocess.run(["umount", str(self.folder)], check=False)
+            _unmount(self.folder)
             self.mounted = False
 
 
