@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from smaskd.config import load_config
-from smaskd.daemon.overlaps import config_folders
+from smaskd.overlaps import config_folders
 from tests.conftest import REPO, run_cli
 from tests.daemon.conftest import base_config
 from tests.daemon.test_systemd import UNITS, _service
