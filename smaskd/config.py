@@ -65,6 +65,9 @@ class Match:
     glob: str | None = None
     regex: str | None = None
     kind: str | None = None
+    #: ``glob`` ignores case unless this is set: Windows and macOS clients send ``SCAN.JSON``
+    #: for ``*.json``, and a case-only difference would send their files to failed/.
+    case_sensitive: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +270,8 @@ def _inbox(data: Any, where: str) -> Inbox:
 def _rule(data: Any, where: str, index: int) -> Rule:
     r = _Reader(data, where, {"name", "match", "action", "options", "outbox", "on_conflict",
                               "on_success", "timeout"})
-    m = _Reader(r.get("match", {}), r.path("match"), {"inbox", "glob", "regex", "kind"})
+    m = _Reader(r.get("match", {}), r.path("match"),
+                {"inbox", "glob", "regex", "kind", "case_sensitive"})
     regex = m.str("regex")
     if regex is not None:
         try:
@@ -288,7 +292,8 @@ def _rule(data: Any, where: str, index: int) -> Rule:
         raise ConfigError("expected an absolute path", r.path("options") + ".labelmap")
     return Rule(
         name=r.str("name") or f"rule{index}",
-        match=Match(inbox=m.str("inbox"), glob=glob, regex=regex, kind=m.str("kind", None, KINDS)),
+        match=Match(inbox=m.str("inbox"), glob=glob, regex=regex, kind=m.str("kind", None, KINDS),
+                    case_sensitive=m.bool("case_sensitive", False)),
         action=r.str("action", "auto", ACTIONS),  # type: ignore[arg-type]
         options=options,
         outbox=r.abspath("outbox", required=True),  # type: ignore[arg-type]
