@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,12 @@ from smaskd.errors import SmaskdError, exit_code_for
 
 __all__ = ["main"]
 
+#: What ``smaskd --help`` says: for the person at the terminal (the module docstring is for
+#: the developer).
+DESCRIPTION = ("Convert annotation JSON (COCO, Datumaro, LabelMe) to CVAT's Segmentation mask "
+               "1.1 zip and back, or run the watch-folder daemon that does it for dropped "
+               "files. 'smaskd COMMAND --help' describes each command.")
+
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="annotation JSON → Segmentation Mask zip")
@@ -23,7 +30,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="the zip to write")
     p.add_argument("--labelmap", type=Path, help="labelmap.txt giving label names and colours")
     p.add_argument("--from", dest="source_format", default="auto",
-                   choices=["auto", "coco", "cvat", "datumaro", "labelme"])
+                   choices=["auto", "coco", "cvat", "datumaro", "labelme"],
+                   help="the input's format (default: auto, decided by content)")
     p.add_argument("--compat", choices=["cvat"],
                    help="reproduce CVAT byte for byte, including its silent data loss")
     _add_limits(p)
@@ -35,7 +43,8 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="the mask zip")
     p.add_argument("-o", "--output", type=Path, required=True, help="the JSON to write")
     p.add_argument("--polygons", action="store_true", help="convert masks to polygons as CVAT does")
-    p.add_argument("--format", default="coco", choices=["coco", "datumaro"])
+    p.add_argument("--format", default="coco", choices=["coco", "datumaro"],
+                   help="the JSON to write (default: coco)")
     p.add_argument("--labelmap", type=Path, help="labelmap.txt overriding or supplying the zip's")
     _add_jobs(p)
 
@@ -79,7 +88,7 @@ def _add_jobs(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser(daemon_commands: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smaskd", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="smaskd", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"smaskd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_export(sub)
@@ -97,6 +106,9 @@ def _unusable_paths(args: argparse.Namespace) -> tuple[int, str] | None:
     A missing input is EX_NOINPUT (66), a missing or unwritable output folder EX_IOERR (74):
     both named as the user typed them, not as the temp file they would have become.
     """
+    if str(args.output) == "-":  # a zip is written by seek and rename: it cannot stream
+        return 64, ("-o -: writing to stdout is not supported (the output is written to a "
+                    "temporary file and renamed); give a file name")
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
         return 66, f"{src}: no such file"
@@ -112,6 +124,19 @@ def _unusable_paths(args: argparse.Namespace) -> tuple[int, str] | None:
     return None
 
 
+class _Stopped(SystemExit):
+    """SIGTERM/SIGHUP as an exception: ``atomic_writer`` removes its hidden temp file on the way
+    out, where the default action would kill the process and leave ``.name.zip.XXXX.tmp``."""
+
+
+def _exit_cleanly_on_signals() -> None:
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)  # SIGINT already raises KeyboardInterrupt
+
+
 def _run_convert(args: argparse.Namespace) -> int:
     from smaskd.convert import ConvertOptions, export_file, import_file
     from smaskd.procs import keep_heap_between_items
@@ -123,6 +148,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         print(f"smaskd {args.command}: error: {problem[1]}", file=sys.stderr)
         return problem[0]
     keep_heap_between_items()  # one file, then exit: see procs.py
+    _exit_cleanly_on_signals()
     jobs = args.jobs or default_jobs()
     if args.command == "export":
         limits = InputLimits(args.max_polygon_points, args.max_instances)
@@ -139,14 +165,30 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reader_gone(code: int | None) -> int:
+    """stdout's reader went away (``smaskd status | head``): not an error, no traceback. stdout
+    now points at /dev/null, so the interpreter's last flush cannot fail again; the command's
+    own exit code is kept (a probe's status), else 141 as a shell reports SIGPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141 if code is None else code
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(daemon_commands=not argv or argv[0] not in ("export", "import"))
     args = parser.parse_args(argv)
+    code: int | None = None
     try:
         if args.command in ("export", "import"):
-            return _run_convert(args)
-        return args.handler(args)
+            code = _run_convert(args)
+        else:
+            code = args.handler(args)
+        sys.stdout.flush()  # a closed pipe raises here, inside the handlers below
+        return code
+    except BrokenPipeError:
+        return _reader_gone(code)
     except SmaskdError as e:
         print(f"smaskd {args.command}: error: {e}", file=sys.stderr)
         for note in getattr(e, "__notes__", []):
@@ -160,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         return 74
     except KeyboardInterrupt:
         return 130
+    except _Stopped as e:
+        return int(e.code or 1)
     except Exception as e:  # a bug: say so plainly, without a traceback wall
         print(f"smaskd {args.command}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         return 70

@@ -65,6 +65,9 @@ class Match:
     glob: str | None = None
     regex: str | None = None
     kind: str | None = None
+    #: ``glob`` ignores case unless this is set: Windows and macOS clients send ``SCAN.JSON``
+    #: for ``*.json``, and a case-only difference would send their files to failed/.
+    case_sensitive: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +270,8 @@ def _inbox(data: Any, where: str) -> Inbox:
 def _rule(data: Any, where: str, index: int) -> Rule:
     r = _Reader(data, where, {"name", "match", "action", "options", "outbox", "on_conflict",
                               "on_success", "timeout"})
-    m = _Reader(r.get("match", {}), r.path("match"), {"inbox", "glob", "regex", "kind"})
+    m = _Reader(r.get("match", {}), r.path("match"),
+                {"inbox", "glob", "regex", "kind", "case_sensitive"})
     regex = m.str("regex")
     if regex is not None:
         try:
@@ -288,7 +292,8 @@ def _rule(data: Any, where: str, index: int) -> Rule:
         raise ConfigError("expected an absolute path", r.path("options") + ".labelmap")
     return Rule(
         name=r.str("name") or f"rule{index}",
-        match=Match(inbox=m.str("inbox"), glob=glob, regex=regex, kind=m.str("kind", None, KINDS)),
+        match=Match(inbox=m.str("inbox"), glob=glob, regex=regex, kind=m.str("kind", None, KINDS),
+                    case_sensitive=m.bool("case_sensitive", False)),
         action=r.str("action", "auto", ACTIONS),  # type: ignore[arg-type]
         options=options,
         outbox=r.abspath("outbox", required=True),  # type: ignore[arg-type]
@@ -364,7 +369,33 @@ def parse_config(data: Any, source: Path | None = None, check_folders: bool = Tr
         source=source,
     )
     _check_relations(config, check_folders)
+    _check_labelmaps(config)
     return config
+
+
+def _check_labelmaps(config: Config) -> None:
+    """Read and parse every rule's labelmap now: a missing or malformed one would otherwise
+    pass the config and then fail every job of that rule (as an internal error, input to
+    failed/). The worker reads it again per job, so an edit takes effect without a reload."""
+    from smaskd.smask.labelmap import parse_labelmap
+
+    for i, rule in enumerate(config.rules):
+        path = rule.options.labelmap
+        if path is None:
+            continue
+        where = f"rules[{i}].options.labelmap"
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"no such file: {path}", where) from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path} is not UTF-8 ({e.reason} at byte {e.start})", where) from None
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror or e}", where) from None
+        try:
+            parse_labelmap(text, source=str(path))
+        except SmaskdError as e:
+            raise ConfigError(f"{e.where}: {e.message}" if e.where else e.message, where) from None
 
 
 def config_warnings(config: Config) -> list[tuple[str, str]]:
@@ -382,6 +413,11 @@ def config_warnings(config: Config) -> list[tuple[str, str]]:
             f"accepted frame ({side}x{side} pixels: {math.ceil(need / 1024**2)} MiB); inputs "
             "with frames that large will fail with a memory error. Set at least "
             f"{math.ceil(need / 1024**3 * 4) / 4:g}GiB, or 0 for unlimited")))
+    if not config.rules:  # valid (unmatched: leave may be meant), but surely not intended
+        fate = ("goes to failed/ with a report" if config.unmatched == "fail"
+                else "stays in the inbox untouched")
+        found.append(("rules", f"none: no file can match, so every file dropped {fate} "
+                               f"(unmatched: {config.unmatched})"))
     return found
 
 

@@ -99,10 +99,11 @@ class ConvertResult:
 
     def summary(self) -> str:
         """The CLI's one-line summary."""
-        return (
-            f"{self.action}: {self.output}: {self.items} items, {self.instances} instances, "
-            f"{self.labels} labels, {len(self.warnings)} warnings"
-        )
+        from smaskd.words import count
+
+        return (f"{self.action}: {self.output}: {count(self.items, 'item')}, "
+                f"{count(self.instances, 'instance')}, {count(self.labels, 'label')}, "
+                f"{count(len(self.warnings), 'warning')}")
 
 
 def sniff_kind(path: Path) -> Kind | None:

@@ -5,6 +5,11 @@ stdlib ``logging`` records (the inotify overflow warning, observer errors) must 
 same shape, so stdlib records go through structlog's ``ProcessorFormatter``. On a TTY a human
 reads it, so the console renderer is used instead.
 
+Why ``<N>`` prefixes: journald stores a stdout line at the unit's default priority (info)
+unless the line starts with ``<N>`` (sd-daemon(3)); without them ``journalctl -p err`` shows
+nothing. They are added only when stdout *is* journald (``$JOURNAL_STREAM`` names its
+device:inode), so a pipe, a file or a test reading JSON lines never sees them.
+
 Why a collector: each job publishes ``<stem>.log.jsonl`` holding *every* event of that job,
 including DEBUG ones the service log filters out. The ``JobLogs`` processor copies any event
 that carries a registered ``job_id`` before level filtering happens in the stdlib handler.
@@ -14,13 +19,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["JOB_LOGS", "JobLogs", "configure", "get_logger", "jsonable", "timestamper"]
+__all__ = ["JOB_LOGS", "JobLogs", "configure", "get_logger", "is_journald", "jsonable",
+           "timestamper"]
 
 timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
 
@@ -65,6 +72,35 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 
+#: syslog priorities (sd-daemon's ``<N>``) of the stdlib levels.
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+             logging.CRITICAL: 2}
+
+
+def is_journald(stream: Any) -> bool:
+    """True if ``stream`` is the journald connection systemd gave us (``JOURNAL_STREAM=dev:ino``
+    matches its descriptor); a redirected or piped stdout inherits the variable but not the
+    device:inode."""
+    try:
+        dev, ino = (int(x) for x in os.environ.get("JOURNAL_STREAM", "").split(":"))
+        st = os.fstat(stream.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+class _JournalPriority(logging.Formatter):
+    """Prefix each line of a record with its ``<N>`` priority (a traceback's lines too)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{_PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)}>"
+        return "\n".join(prefix + line for line in self.inner.format(record).split("\n"))
+
+
 def configure(level: str = "info", stream: TextIO | None = None, json_lines: bool | None = None) -> None:
     """Route structlog and stdlib logging into one handler on ``stream`` (default stdout).
 
@@ -91,7 +127,7 @@ def configure(level: str = "info", stream: TextIO | None = None, json_lines: boo
         ],
     )
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter)
+    handler.setFormatter(_JournalPriority(formatter) if is_journald(stream) else formatter)
     handler.setLevel(_LEVELS.get(level, logging.INFO))
     handler.set_name("smaskd")
     root = logging.getLogger()

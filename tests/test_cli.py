@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tests.conftest import GOLDEN, needs_corpus, run_cli
 
-SUMMARY = re.compile(r"^(export|import): .+: (\d+) items, (\d+) instances, (\d+) labels, "
-                     r"(\d+) warnings$")
+SUMMARY = re.compile(r"^(export|import): .+: (\d+) items?, (\d+) instances?, (\d+) labels?, "
+                     r"(\d+) warnings?$")
 
 
 def _coco(tmp_path: Path, **image: object) -> Path:

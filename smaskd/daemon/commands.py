@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
 
 from smaskd.config import Config, config_warnings, default_config, load_config
 from smaskd.errors import BusyError, ConfigError, SmaskdError, exit_code_for
+from smaskd.words import count
 
 __all__ = ["add_daemon_commands"]
 
@@ -50,59 +52,146 @@ def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     for key, message in config_warnings(config):
         print(f"smaskd check-config: warning: {key}: {message}", file=sys.stderr)
-    print(f"{args.file}: ok: {len(config.inboxes)} inbox(es), {len(config.rules)} rule(s), "
+    print(f"{args.file}: ok: {count(len(config.inboxes), 'inbox', 'inboxes')}, "
+          f"{count(len(config.rules), 'rule')}, "
           f"unmatched: {config.unmatched}")
     return 0
 
 
 def _route(args: argparse.Namespace) -> int:
+    """What the daemon would do with each path, decided by the daemon's own code: its inbox
+    listing (``scan_inbox``: ignore globs, ``recursive``, done/ and failed/ skipped) says
+    whether it is taken at all, then ``route`` (kind sniffed from content) picks the rule."""
+    from smaskd.convert import action_for
+    from smaskd.daemon.intake import is_ignored, scan_inbox
     from smaskd.daemon.routing import find_inbox, route, safe_kind
 
-    from smaskd.convert import action_for
-
     config = _config(args.config)
+    listed: dict[str, dict[str, object]] = {}
     for path in args.paths:
-        inbox, rel = find_inbox(config, path)
-        rule = route(config, inbox, rel, lambda p=path: safe_kind(p) if p.exists() else None)
-        where = f"inbox {inbox}" if inbox else "outside every inbox"
-        if rule is None:
-            print(f"{path}: no rule matched ({where}); unmatched: {config.unmatched}")
+        inbox_name, rel = find_inbox(config, path)
+        inbox = next((i for i in config.inboxes if i.name == inbox_name), None)
+        if inbox is None:
+            rule = route(config, None, rel, lambda p=path: safe_kind(p) if p.exists() else None)
+            print(f"{path}: outside every inbox: the daemon never takes it; " + (
+                f"by name it would match rule {rule.name}" if rule else "no rule matched"))
+            continue
+        if inbox.name not in listed:
+            listed[inbox.name] = {c.rel: c for c in scan_inbox(inbox)}
+        cand = listed[inbox.name].get(rel)
+        if cand is None:
+            print(f"{path}: inbox {inbox.name}: not taken: {_not_listed_reason(inbox, path, rel, is_ignored)}")
+            continue
+        if cand.kind == "special":  # type: ignore[attr-defined]
+            print(f"{path}: inbox {inbox.name}: not taken: not a regular file (left in place)")
+            continue
+        kind = (lambda p=path: safe_kind(p)) if cand.kind == "file" else (lambda: None)  # type: ignore[attr-defined]
+        rule = route(config, inbox.name, rel, kind)
+        if cand.kind == "symlink":  # type: ignore[attr-defined]
+            print(f"{path}: inbox {inbox.name}: taken and failed: a symlink is never followed")
+        elif rule is None:
+            fate = ("failed/ with a report" if config.unmatched == "fail"
+                    else "left in the inbox")
+            print(f"{path}: inbox {inbox.name}: no rule matched → {fate} (unmatched: "
+                  f"{config.unmatched})")
         else:
             action = rule.action
             if action == "auto":  # what the daemon's worker would do, decided the same way
-                resolved = action_for(safe_kind(path)) if path.exists() else None
+                resolved = action_for(safe_kind(path)) if cand.kind == "file" else None  # type: ignore[attr-defined]
                 action = f"auto ({resolved or 'unknown content: the job would fail'})"
-            print(f"{path}: rule {rule.name} ({where}) → action {action} → outbox {rule.outbox}")
+            print(f"{path}: inbox {inbox.name}: rule {rule.name} ({_why(rule)}) → action "
+                  f"{action} → outbox {rule.outbox}")
     return 0
+
+
+def _why(rule) -> str:
+    m = rule.match
+    parts = [f"inbox {m.inbox}" if m.inbox else "",
+             f"glob {m.glob!r}" + (" case-sensitive" if m.case_sensitive else "") if m.glob else "",
+             f"regex {m.regex!r}" if m.regex else "", f"kind {m.kind} by content" if m.kind else ""]
+    return "matched " + ", ".join(p for p in parts if p) if any(parts) else "matches everything"
+
+
+def _not_listed_reason(inbox, path: Path, rel: str, is_ignored) -> str:
+    """Why the daemon's listing skipped it: said in the listing's own terms."""
+    absolute = Path(os.path.abspath(path))
+    for role, folder in (("done/", inbox.done_dir), ("failed/", inbox.failed_dir)):
+        if absolute.is_relative_to(folder):
+            return f"in the inbox's {role} ({folder}), an output of the daemon"
+    parts = rel.split("/")
+    for part in parts:
+        if is_ignored(part, inbox.ignore):
+            return (f"{part!r} matches an ignore glob (the defaults or the inbox's "
+                    f"ignore: {list(inbox.ignore)})")
+    if len(parts) > 1 and not inbox.recursive:
+        return "in a sub-folder, and the inbox is not recursive"
+    if not os.path.lexists(path):
+        return "no such file"
+    if os.path.isdir(path) and not os.path.islink(path):
+        return "a folder"
+    return "not listed (a folder on the way cannot be read?)"
 
 
 def _status(args: argparse.Namespace) -> int:
+    """LSB status codes (``smaskd.daemon.probe``); the journal's counts and failures after."""
+    import json
+
     from smaskd.daemon.journal import STATES, Journal
-    from smaskd.daemon.statusfile import describe, read_status
+    from smaskd.daemon.probe import PROBLEMS, UNKNOWN, probe
 
     config = _config(args.config, check_folders=False)  # aliased folders are what it reports
-    live = read_status(config.state_dir)
-    if live is not None:  # the daemon's own STATUS line: says *why* jobs wait, if they do
-        print("\n".join(describe(live)))
+    now = time.time()
+    found = probe(config.state_dir, now)
+    report: dict = found.as_dict()
+    journal_lines: list[str] = []
     try:
         journal = Journal(config.state_dir, create=False)
     except FileNotFoundError:
-        print(f"no journal in {config.state_dir} (the daemon has not run with this state_dir)")
-        return 0
-    try:
-        counts = journal.counts()
-        print(f"journal: {journal.path}")
-        print("jobs: " + ", ".join(f"{s}={counts.get(s, 0)}" for s in STATES))
-        failures = journal.last_failures(args.failures)
+        journal = None
+        journal_lines.append(f"no journal in {config.state_dir} "
+                             "(the daemon has not run with this state_dir)")
+    except (SmaskdError, OSError) as e:  # unreadable or corrupt: the state cannot be known
+        journal = None
+        found.state, found.code = "unknown", UNKNOWN
+        found.reason = f"journal unreadable: {e}"
+        report.update(state="unknown", exit_code=UNKNOWN, reason=found.reason)
+    if journal is not None:
+        try:
+            counts = journal.counts()
+            failures = journal.last_failures(args.failures)
+        finally:
+            journal.close()
+        report["journal"] = str(journal.path)
+        report["jobs"] = {s: counts.get(s, 0) for s in STATES}
+        report["failures"] = [
+            {"updated": row.updated, "job_id": row.job_id, "inbox": row.inbox, "name": row.name,
+             "rule": row.rule, "attempts": row.attempts, "error": row.error} for row in failures]
+        journal_lines.append(f"journal: {journal.path}")
+        journal_lines.append("jobs: " + ", ".join(f"{s}={counts.get(s, 0)}" for s in STATES))
         if failures:
-            print("last failures:")
+            journal_lines.append("last failures:")
         for row in failures:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.updated))
-            print(f"  {when}  {row.job_id}  {row.inbox}/{row.name}  rule={row.rule}  "
-                  f"attempts={row.attempts}  {row.error}")
-    finally:
-        journal.close()
-    return 0
+            journal_lines.append(f"  {when}  {row.job_id}  {row.inbox}/{row.name}  "
+                                 f"rule={row.rule}  attempts={row.attempts}  {row.error}")
+    code = found.code
+    if args.problems_exit and found.state == "running" and found.problems:
+        code = PROBLEMS
+    report["exit_code"] = code
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return code
+    head = f"daemon: {found.state}"
+    if found.state == "running":
+        head += f" (pid {found.pid}, status {found.status_age or 0:.0f} s old)"
+    print(f"{head}: {found.reason}")
+    if found.status:
+        print(f"status: {found.status}")
+    print("\n".join(f"problem: {p}" for p in found.problems) if found.problems else "", end="")
+    if found.problems:
+        print()
+    print("\n".join(journal_lines))
+    return code
 
 
 def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
@@ -115,15 +204,26 @@ def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run)
 
     p = sub.add_parser("check-config", help="validate a config file (exit 78 if invalid)")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="the YAML config to check")
     p.set_defaults(handler=_check_config)
 
     p = sub.add_parser("route", help="show which rule and outbox each path would get")
-    p.add_argument("-c", "--config", type=Path)
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("-c", "--config", type=Path,
+                   help="the daemon's YAML config (default: ./inbox → ./outbox)")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                   help="files in (or meant for) an inbox")
     p.set_defaults(handler=_route)
 
-    p = sub.add_parser("status", help="job counts and the last failures, from the journal")
-    p.add_argument("-c", "--config", type=Path)
+    p = sub.add_parser(
+        "status", help="is the daemon running, its problems, job counts and the last failures",
+        description="Exit status as LSB's: 0 running, 1 dead (stopped without a clean stop: "
+                    "killed or crashed), 3 not running, 4 unknown (state_dir or journal "
+                    "unreadable). With --problems-exit, running with problems (a missing "
+                    "inbox, an unwritable outbox, a failed reload ...) exits 150.")
+    p.add_argument("-c", "--config", type=Path,
+                   help="the daemon's YAML config (its state_dir locates the journal)")
     p.add_argument("--failures", type=int, default=10, help="how many failures to list")
+    p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    p.add_argument("--problems-exit", action="store_true",
+                   help="exit 150 when the daemon runs but reports problems")
     p.set_defaults(handler=_status)

@@ -31,9 +31,15 @@ from smaskd.daemon.signals import MOVED, WRITING, Completion
 
 __all__ = ["DEFAULT_IGNORE", "Candidate", "Intake", "is_ignored", "looks_complete", "scan_inbox"]
 
-#: Temp and hidden names of common writers (rsync, rclone, browsers, WinSCP, Office, vim, NFS).
+#: Temp and hidden names of common writers (rsync, rclone, browsers, WinSCP, Office, vim, NFS),
+#: and the files and folders desktops and NAS boxes add by themselves: Windows Explorer
+#: (Thumbs.db, desktop.ini, $RECYCLE.BIN), macOS (.DS_Store and ._* are hidden names; Icon\r),
+#: Synology (@eaDir, #recycle), filesystems (lost+found, System Volume Information).
+#: Matched case-insensitively, on every name (so a folder's name skips the folder).
 DEFAULT_IGNORE = (".*", "*.tmp", "*.part", "*.partial", "*.filepart", "*.crdownload", "~$*",
-                  "*.swp", ".nfs*", "*~")
+                  "*.swp", ".nfs*", "*~", "Thumbs.db", "ehthumbs.db", "ehthumbs_vista.db",
+                  "desktop.ini", "Icon\r", "$RECYCLE.BIN", "System Volume Information",
+                  "@eaDir", "#recycle", "#snapshot", "lost+found")
 
 Signature = tuple[int, int, int, int]
 

@@ -43,6 +43,13 @@ def safe_kind(path: Path) -> str | None:
         os.close(fd)
 
 
+def _glob_matches(glob: str, name: str, rel: str, case_sensitive: bool) -> bool:
+    """On the name or the inbox-relative path; case-insensitive unless the rule says so."""
+    if not case_sensitive:
+        glob, name, rel = glob.lower(), name.lower(), rel.lower()
+    return fnmatch.fnmatchcase(name, glob) or fnmatch.fnmatchcase(rel, glob)
+
+
 def route(config: Config, inbox: str | None, rel: str,
           kind_of: Callable[[], str | None]) -> Rule | None:
     """The first rule matching (inbox name, path relative to it, lazily sniffed kind)."""
@@ -52,8 +59,7 @@ def route(config: Config, inbox: str | None, rel: str,
         m = rule.match
         if m.inbox is not None and m.inbox != inbox:
             continue
-        if m.glob is not None and not (fnmatch.fnmatchcase(name, m.glob)
-                                       or fnmatch.fnmatchcase(rel, m.glob)):
+        if m.glob is not None and not _glob_matches(m.glob, name, rel, m.case_sensitive):
             continue
         if m.regex is not None and re.search(m.regex, rel) is None:
             continue

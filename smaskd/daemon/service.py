@@ -91,6 +91,7 @@ class Service:
         self.swapped: dict[str, str] = {}  # inbox name → why its claim area is not used
         self._stop = False
         self._reload = False
+        self._reload_error: str | None = None  # the last SIGHUP's failure, until one succeeds
         self._last_status = 0.0
         self._last_check = 0.0
         self._last_problems: list[str] = []
@@ -234,6 +235,7 @@ class Service:
                     except Exception as e:  # noqa: BLE001 - a reload must never stop the daemon
                         self.log.error("config.reload_failed", error=f"{type(e).__name__}: {e}",
                                        action="running on")
+                        self._reload_failed(f"{type(e).__name__}: {e}")
                 try:
                     self._tick()
                 except Exception as e:  # noqa: BLE001 - log, survive, and let the next tick retry
@@ -531,7 +533,8 @@ class Service:
         swapped = [f"inbox {name} skipped: its claim area {why}"
                    for name, why in sorted(self.swapped.items())]
         left = [r for s in self.inboxes.values() for r in s.intake.reasons.values()]
-        return (missing + swapped + refused + self.jobs.waiting.describe()
+        reload = [self._reload_error] if self._reload_error else []
+        return (reload + missing + swapped + refused + self.jobs.waiting.describe()
                 + self.jobs.unfinished.describe() + left)
 
     def _status_text(self) -> str:
@@ -555,6 +558,13 @@ class Service:
 
     # ------------------------------------------------------------ reload / stop
 
+    def _reload_failed(self, error: str) -> None:
+        """A failed SIGHUP stays a problem (STATUS, ``smaskd status``) until a reload works:
+        the log line alone scrolls away, and the operator believes the new config runs."""
+        when = time.strftime("%Y-%m-%d %H:%M:%S")
+        self._reload_error = f"reload failed at {when}, still running the old config: {error}"
+        self._publish_status(force=True)
+
     def _do_reload(self) -> None:
         assert self.jobs is not None
         self.notifier.reloading()
@@ -575,7 +585,9 @@ class Service:
         except (SmaskdError, OSError) as e:  # incl. BusyError: an inbox another daemon holds
             self.log.error("config.reload_failed", error=str(e), action="kept the old config")
             self.notifier.ready(f"reload failed: {e}")
+            self._reload_failed(str(e))
             return
+        self._reload_error = None
         self.config = new
         self.jobs.config = new
         self.jobs.waiting.cap = new.fault_backoff

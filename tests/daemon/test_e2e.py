@@ -290,7 +290,8 @@ def test_status_command(tmp_path: Path, daemon_factory) -> None:
     d = daemon_factory(config, "--once").start()
     assert d.wait(60) == 65
     out = run_cli("status", "-c", d.config_path)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 3, out.stderr  # LSB: not running (it stopped after --once)
+    assert "daemon: not running: stopped" in out.stdout
     assert "done=1" in out.stdout and "failed=1" in out.stdout and "bad.json" in out.stdout
 
 

@@ -40,7 +40,8 @@ def test_a_corrupt_journal_is_an_io_error_naming_it_and_what_to_do(tmp_path: Pat
     assert failed and str(journal) in failed[0]["error"] and failed[0]["exit_code"] == 74
     assert not (tmp_path / "inbox").exists(), "nothing is created before the journal opens"
     out = run_cli("status", "-c", d.config_path)
-    assert out.returncode == 74 and str(journal) in out.stderr
+    assert out.returncode == 4 and str(journal) in out.stdout  # LSB: status unknown
+    assert "not a readable SQLite database" in out.stdout
     assert "internal error" not in out.stderr
 
 
