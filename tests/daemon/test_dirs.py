@@ -58,7 +58,7 @@ def test_symlink_swap_loop_on_done_and_failed_moves_nothing_outside(tmp_path: Pa
     every ``moved_to`` the journal recorded exists."""
     if not _exchange_supported(tmp_path):
         pytest.skip("renameat2(RENAME_EXCHANGE) is not supported on this filesystem")
-    inbox, box, elsewhere = tmp_path / "inbox", tmp_path / "outbox", tmp_path / "elsewhere"
+    inbox, elsewhere = tmp_path / "inbox", tmp_path / "elsewhere"
     elsewhere.mkdir()
     inbox.mkdir()
     config = base_config(tmp_path, fault_backoff="1s", workers=2)
