@@ -20,6 +20,7 @@ from typing import Any, Callable
 from smaskd.convert import ConvertOptions
 from smaskd.errors import ConfigError, SmaskdError
 from smaskd.geometry.limits import InputLimits
+from smaskd.listen import Listen, parse_listen
 
 __all__ = [
     "Config",
@@ -128,6 +129,8 @@ class Config:
     fault_backoff: float = 60.0
     #: Per-item export bounds (max_polygon_points, max_instances), passed to every job.
     limits: InputLimits = InputLimits()
+    #: ``metrics.listen``: where /metrics and /healthz are served (daemon/metrics.py); None: off
+    metrics_listen: Listen | None = None
     source: Path | None = None  # the file it came from; None: the embedded default
 
     def inbox(self, name: str) -> Inbox:
@@ -328,7 +331,7 @@ def parse_config(data: Any, source: Path | None = None, check_folders: bool = Tr
         "workers", "state_dir", "host_id", "inboxes", "rules", "unmatched", "job_timeout",
         "drain_timeout", "max_input_bytes", "worker_memory", "file_mode", "umask", "log_level",
         "queue_limit", "fault_backoff", "heartbeat_interval", "lease", "max_polygon_points",
-        "max_instances"})
+        "max_instances", "metrics"})
     workers = r.get("workers", os.cpu_count() or 1)
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 256:
         raise ConfigError("expected an integer from 1 to 256", "workers")
@@ -366,6 +369,7 @@ def parse_config(data: Any, source: Path | None = None, check_folders: bool = Tr
         fault_backoff=_fault_backoff(r.opt("fault_backoff", parse_duration, 60.0)),
         limits=InputLimits(*(_count(r.get(key, getattr(InputLimits(), key)), key)
                              for key in ("max_polygon_points", "max_instances"))),
+        metrics_listen=_metrics(r.get("metrics", {})),
         source=source,
     )
     _check_relations(config, check_folders)
@@ -419,6 +423,13 @@ def config_warnings(config: Config) -> list[tuple[str, str]]:
         found.append(("rules", f"none: no file can match, so every file dropped {fate} "
                                f"(unmatched: {config.unmatched})"))
     return found
+
+
+def _metrics(data: Any) -> Listen | None:
+    """``metrics: {listen: "HOST:PORT"}``; no ``listen``, no listener."""
+    m = _Reader(data, "metrics", {"listen"})
+    value = m.get("listen")
+    return None if value is None else parse_listen(value, m.path("listen"))
 
 
 def _worker_memory(value: Any) -> int | None:

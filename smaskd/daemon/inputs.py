@@ -79,6 +79,7 @@ def leave_unmovable(jobs: Jobs, job: Job, error: dict[str, Any], why: OSError) -
     jobs.journal.update(job.job_id, state="failed", error=f"{error.get('type')}: {reason}")
     claims_mod.remove_marker(job.inbox, jobs.config.host_id, job.job_id)
     jobs.failed += 1
+    jobs.ended(job, "failed")
     if jobs.on_left is not None and where != job.claim_path:
         jobs.on_left(job.inbox, where, reason)
     summary = jobs._summary(job, "job.failed", error_type=error.get("type"), error=reason,

@@ -104,6 +104,8 @@ class Jobs:
         #: told of an input failed in place (inbox, path, reason): the service's intake
         #: leaves it alone until it changes and STATUS names it
         self.on_left: Callable[[Inbox, Path, str], None] | None = None
+        #: told of every job that ends here, with its outcome: done | failed | lost (metrics.py)
+        self.on_end: list[Callable[[Job, str], None]] = []
 
     # ------------------------------------------------------------ intake → queue
 
@@ -184,6 +186,7 @@ class Jobs:
             job.log.warning("claim.vanished")
             JOB_LOGS.close(job.job_id)
             self.journal.update(job.job_id, state="lost", error="claimed file vanished")
+            self.ended(job, "lost")
             return
         job.size = st.st_size
         if not stat.S_ISREG(st.st_mode):
@@ -526,6 +529,7 @@ class Jobs:
         self.journal.update(job.job_id, state="done")
         self._release_markers(job)
         self.done += 1
+        self.ended(job, "done")
         job.log.debug("input.completed", moved_to=where)
         return True
 
@@ -544,6 +548,7 @@ class Jobs:
                         action="nothing more done here")
         JOB_LOGS.close(job.job_id)
         self.journal.update(job.job_id, state="lost", error="taken over after the decision")
+        self.ended(job, "lost")
         return True
 
     def _move_claim(self, job: Job, folder: Path) -> Path:
@@ -601,6 +606,12 @@ class Jobs:
         self._cleanup_staging(job, worker_temps=True)
         JOB_LOGS.close(job.job_id)
         self.journal.update(job.job_id, state="lost", error=why)
+        self.ended(job, "lost")
+
+    def ended(self, job: Job, outcome: str) -> None:
+        """Tell ``on_end`` (metrics) that ``job`` ended here: done, failed or lost."""
+        for hook in self.on_end:
+            hook(job, outcome)
 
     @staticmethod
     def _reason(error: dict[str, Any]) -> str:
@@ -681,6 +692,7 @@ class Jobs:
         self.journal.update(job.job_id, state="failed", error=f"{error.get('type')}: {reason}")
         self._release_markers(job)
         self.failed += 1
+        self.ended(job, "failed")
         summary = summary or self._summary(job, "job.failed", error_type=error.get("type"),
                                            error=reason, where=error.get("where"),
                                            error_class=error.get("class"), recovered=True)

@@ -28,6 +28,7 @@ from smaskd.daemon.hosts import Leases
 from smaskd.daemon.intake import Candidate, Intake, shorten
 from smaskd.daemon.jobs import Jobs
 from smaskd.daemon.journal import Journal
+from smaskd.daemon.metrics import Metrics
 from smaskd.daemon.notify import Notifier
 from smaskd.overlaps import config_folders, find_overlaps
 from smaskd.daemon.permissions import DENIED, explain
@@ -77,6 +78,7 @@ class Service:
         self.config, self.log, self.once = config, log, once
         self.host_override = host_override
         self.notifier = Notifier()
+        self.metrics = Metrics(log)  # /metrics and /healthz when metrics.listen is set
         self.hints = Hints()
         self.signals = Completion()  # inotify's completion signals, filled by the watcher
         self.supervisor = Supervisor()
@@ -207,6 +209,7 @@ class Service:
         self._prepare_folders(self.config)
         self.jobs = Jobs(self.config, self.journal, self.supervisor, self.log)
         self.jobs.on_left = self._left_in_inbox
+        self.metrics.start(self, self.config.metrics_listen)
         self.leases.beat(self.config)  # before recovery: other hosts must see us alive
         self._signals()
         self.inboxes = self._states(self.config)
@@ -270,7 +273,9 @@ class Service:
         healthy = True
         if self.watcher is not None and checking:
             healthy = self.watcher.check()
-        self.notifier.watchdog(healthy and (self.watcher is None or self.watcher.healthy()))
+        healthy = healthy and (self.watcher is None or self.watcher.healthy())
+        self.notifier.watchdog(healthy)
+        self.metrics.tick(healthy)
         self._publish_status(force=now - self._last_status >= STATUS_EVERY)
 
     def _recover(self, inbox: Inbox) -> None:
@@ -426,8 +431,11 @@ class Service:
                 state.next_rescan = now + state.rescan
                 self.log.debug("inbox.scan", inbox=name, reason="full" if everything else "hint")
             room = self.config.queue_limit - self._queued()
+            began = time.perf_counter()
             ready, state.pending = state.intake.poll(now, startup=not state.scanned, limit=room,
                                                      full=full)
+            if full:
+                self.metrics.scanned(name, time.perf_counter() - began)
             state.scanned = True
             if full and state.denied_files:  # those no longer in the inbox are no problem
                 state.denied_files &= set(state.intake.seen) | set(state.intake.left)
@@ -534,7 +542,8 @@ class Service:
                    for name, why in sorted(self.swapped.items())]
         left = [r for s in self.inboxes.values() for r in s.intake.reasons.values()]
         reload = [self._reload_error] if self._reload_error else []
-        return (reload + missing + swapped + refused + self.jobs.waiting.describe()
+        return (reload + missing + swapped + refused + self.metrics.problems()
+                + self.jobs.waiting.describe()
                 + self.jobs.unfinished.describe() + left)
 
     def _status_text(self) -> str:
@@ -592,6 +601,7 @@ class Service:
         self.jobs.config = new
         self.jobs.waiting.cap = new.fault_backoff
         os.umask(new.umask)
+        self.metrics.configure(new.metrics_listen)  # rebinds: the old address until the new works
         self.inboxes = self._states(new)
         if self.watcher is not None:
             self.watcher.stop()
@@ -631,6 +641,7 @@ class Service:
         write_status(self.config.state_dir, f"stopped; {self._status_text()}", self._problems(),
                      state="stopped")
         self.notifier.close()
+        self.metrics.close()
         self.journal.close()
         close_places()
         if self.once and not interrupted:
