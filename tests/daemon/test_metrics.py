@@ -17,6 +17,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from smaskd.config import parse_config
+from smaskd.errors import ConfigError
+from smaskd.listen import Listen
 from tests.conftest import REPO, run_cli
 from tests.daemon.conftest import base_config, coco_bytes, files
 
@@ -50,7 +53,8 @@ def _value(samples: Samples, name: str, **labels: str) -> float | None:
 
 def test_metrics_scraped_from_the_running_daemon(tmp_path: Path, daemon_factory) -> None:
     """Finished jobs by rule and outcome, their durations, the levels read at scrape time
-    (a job parked behind a missing outbox: waiting, oldest age, a fault), /healthz; then
+    (a job parked behind a missing outbox: waiting, oldest age, a fault), /healthz, all
+    while a hung client holds a connection; then
     SIGHUP moves the listener: a port in use keeps the old one serving (a problem in
     status.json), a free one is bound and the counters carry on."""
     first, second = _free_port(), _free_port()
@@ -59,6 +63,9 @@ def test_metrics_scraped_from_the_running_daemon(tmp_path: Path, daemon_factory)
                                "action": "export", "outbox": str(tmp_path / "gone" / "out")})
     d = daemon_factory(config).start()
     d.wait_ready()
+    # a client that sends half a request and hangs: jobs, scrapes and the stop go on
+    hung = socket.create_connection(("127.0.0.1", first))
+    hung.sendall(b"GET /metr")
     inbox = tmp_path / "inbox"
     (inbox / "good.json").write_bytes(coco_bytes())
     (inbox / "bad.json").write_text('{"neither": "coco nor datumaro"}')
@@ -104,21 +111,33 @@ def test_metrics_scraped_from_the_running_daemon(tmp_path: Path, daemon_factory)
     with pytest.raises(urllib.error.URLError):
         _get(first, "/metrics")
     assert d.stop() == 0
+    hung.close()
     assert files(tmp_path / "outbox") == ["bad.log.jsonl", "good.log.jsonl", "good.zip"]
 
 
 @pytest.mark.parametrize("listen,says", [
     ("127.0.0.1", 'expected "HOST:PORT"'),
-    ("127.0.0.1:99999", "port '99999': expected a number from 1 to 65535"),
+    ("127.0.0.1:0", "port '0': expected a number from 1 to 65535"),
     ("bad host:9464", "'bad host' is neither an IP address nor a host name"),
+    ("1.2.3:9464", "'1.2.3' is not an IPv4 address"),
     ("::1:9464", 'an IPv6 address goes in brackets: "[::1]:9464"'),
+    ("[fe80::zz]:9464", "'fe80::zz' in brackets is not an IPv6 address"),
 ])
-def test_check_config_refuses_a_bad_listen_address(tmp_path: Path, listen: str, says: str) -> None:
+def test_a_bad_listen_address_is_refused(tmp_path: Path, listen: str, says: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(base_config(tmp_path, metrics={"listen": listen}))
+    assert e.value.where == "metrics.listen" and says in e.value.message
+
+
+def test_check_config_names_the_listen_key(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(base_config(tmp_path, metrics={"listen": listen})))
+    path.write_text(yaml.safe_dump(base_config(tmp_path, metrics={"listen": "127.0.0.1:99999"})))
     done = run_cli("check-config", path)
     assert done.returncode == 78, done.stdout + done.stderr
-    assert "metrics.listen" in done.stderr and says in done.stderr, done.stderr
+    assert "metrics.listen: port '99999': expected a number from 1 to 65535" in done.stderr
+    good = {"listen": "[::1]:9464"}
+    assert parse_config(base_config(tmp_path, metrics=good)).metrics_listen == Listen("::1", 9464)
+    assert parse_config(base_config(tmp_path)).metrics_listen is None  # off by default
 
 
 def test_metrics_drop_in_lets_the_units_listen(tmp_path: Path) -> None:
