@@ -104,6 +104,8 @@ class Jobs:
         #: told of an input failed in place (inbox, path, reason): the service's intake
         #: leaves it alone until it changes and STATUS names it
         self.on_left: Callable[[Inbox, Path, str], None] | None = None
+        #: told each ``job.failed`` summary (notifications.py); must not raise
+        self.on_failed: Callable[[dict[str, Any]], None] | None = None
 
     # ------------------------------------------------------------ intake → queue
 
@@ -685,6 +687,8 @@ class Jobs:
                                            error=reason, where=error.get("where"),
                                            error_class=error.get("class"), recovered=True)
         self.log.warning("job.failed", **{k: v for k, v in summary.items() if k != "event"})
+        if self.on_failed is not None:
+            self.on_failed({**summary, "moved_to": str(moved), "log": log_path})
 
     # ------------------------------------------------------------ waiting (backoff.py)
 
