@@ -76,6 +76,7 @@ class _Running:
     deadline: float
     stderr: IO[bytes]
     started: float
+    killed: bool = False
 
 
 class Notifications:
@@ -97,10 +98,17 @@ class Notifications:
             self.emit(event, fault_facts(fault, **facts))
 
     def emit(self, event: str, facts: dict[str, Any]) -> None:
-        """Run the command for ``event`` now, or queue it, or drop it (see the module doc)."""
+        """Run the command for ``event`` now, or queue it, or drop it (see the module doc).
+        Never raises: it is called from the middle of failing a job or probing a fault."""
         if self.config is None or event not in self.config.on:
             return
-        payload = {"event": event, "host_id": self.host_id, "smaskd_version": __version__,
+        try:
+            self._emit(event, facts)
+        except Exception as e:  # noqa: BLE001 - being told must never cost a job
+            self.log.error("notify.failed", notify_event=event, error=f"{type(e).__name__}: {e}")
+
+    def _emit(self, event: str, facts: dict[str, Any]) -> None:
+        payload = {"event": event, "host_id": self.host_id, "version": __version__,
                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **facts}
         if len(self.queue) >= QUEUE_LIMIT:
             self.dropped += 1
@@ -118,15 +126,15 @@ class Notifications:
             code = run.proc.poll()
             if code is None and now >= run.deadline:
                 self._kill(run)
-                code = run.proc.wait()
-                self.log.error("notify.timeout", notify_event=run.event, pid=run.proc.pid,
-                               timeout_s=self.config.timeout if self.config else None,
-                               action="its process group was killed")
-                self._forget(run)
-                continue
+                run.killed = True
+                code = run.proc.poll()
             if code is None:
-                continue
-            if code != 0:
+                continue  # running; or killed and not reaped yet: the next tick sees it
+            if run.killed:
+                self.log.error("notify.timeout", notify_event=run.event, pid=run.proc.pid,
+                               timeout_s=round(run.deadline - run.started, 3),
+                               action="its process group was killed")
+            elif code != 0:
                 self.log.error("notify.failed", notify_event=run.event, pid=run.proc.pid,
                                exit_code=code, stderr=self._tail(run.stderr))
             else:
@@ -159,7 +167,8 @@ class Notifications:
             self.queue.clear()
         for run in list(self.running):
             self._kill(run)
-            run.proc.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                run.proc.wait(1.0)
             self.log.error("notify.timeout", notify_event=run.event, pid=run.proc.pid,
                            action="its process group was killed at shutdown")
             self._forget(run)
@@ -169,9 +178,10 @@ class Notifications:
     def _start(self, payload: dict[str, Any], now: float) -> None:
         assert self.config is not None
         event = payload["event"]
-        stdin = tempfile.TemporaryFile()
-        stderr = tempfile.TemporaryFile()
+        stdin: IO[bytes] | None = None
+        stderr: IO[bytes] | None = None
         try:
+            stdin, stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()
             stdin.write(json.dumps(payload, default=str).encode()[:_STDIN_LIMIT])
             stdin.seek(0)
             proc = subprocess.Popen(list(self.config.command), stdin=stdin,
@@ -179,12 +189,14 @@ class Notifications:
                                     env=self._environment(payload), cwd="/",
                                     start_new_session=True, close_fds=True)
         except (OSError, ValueError, subprocess.SubprocessError) as e:
-            stderr.close()
+            if stderr is not None:
+                stderr.close()
             self.log.error("notify.failed", notify_event=event,
                            command=self.config.command[0], error=f"{type(e).__name__}: {e}")
             return
         finally:
-            stdin.close()
+            if stdin is not None:
+                stdin.close()
         self.running.append(_Running(proc, event, now + self.config.timeout, stderr, now))
         self.log.debug("notify.started", notify_event=event, pid=proc.pid)
 
