@@ -18,7 +18,8 @@ tail of its stderr), never raised: being told is secondary to converting.
 Events: ``job_failed`` (a job ended in failed/, or was left in the inbox because failed/
 could not take it), ``fault_started`` and ``fault_ended`` (a filesystem fault that holds jobs
 back: an outbox full or not writable, an inbox gone, a transient read error, the journal
-refusing writes; ``backoff.py``). A worker's retry pause is not a fault: if the job fails in
+refusing writes; ``backoff.py``; and an inbox that vanishes while no job waits for it, from the
+service's check), each told once however many sources see it. A worker's retry pause is not a fault: if the job fails in
 the end, ``job_failed`` says so.
 """
 
@@ -33,6 +34,7 @@ import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from smaskd import __version__
@@ -87,15 +89,39 @@ class Notifications:
         self.queue: deque[dict[str, Any]] = deque()
         self.running: list[_Running] = []
         self.dropped = 0
+        self._active: dict[tuple[str, str], int] = {}  # fault key → sources that see it
 
     def job_failed(self, summary: dict[str, Any]) -> None:
         """``Jobs.on_failed``: a ``job.failed`` summary (plus where the input and log went)."""
         self.emit("job_failed", job_facts(summary))
 
     def fault(self, event: str, fault: Fault, facts: dict[str, Any]) -> None:
-        """A ``Waiting`` listener (backoff.py); a worker's retry pause is no fault."""
-        if fault.probe != "after":
-            self.emit(event, fault_facts(fault, **facts))
+        """A ``Waiting`` listener (backoff.py); a worker's retry pause is no fault.
+
+        One fault may be seen by two sources (an inbox gone: the service's check, and the
+        jobs that wait for it), so starts and ends are counted per fault key: the command
+        hears the first start and the last end, once each."""
+        if fault.probe == "after":
+            return
+        count = self._active.get(fault.key, 0)
+        if event == "fault_started":
+            self._active[fault.key] = count + 1
+            if count:
+                return
+        else:
+            if count == 0:
+                return  # never said to have started
+            if count > 1:
+                self._active[fault.key] = count - 1
+                return
+            del self._active[fault.key]
+        self.emit(event, fault_facts(fault, **facts))
+
+    def inbox_missing(self, name: str, path: Path, missing: bool) -> None:
+        """The service's inbox check: an inbox vanished (an unmounted share) or is back,
+        whether or not any job waits for it."""
+        fault = Fault(f"inbox {name}", path, "is missing (unmounted share? renamed?)", "dir")
+        self.fault("fault_started" if missing else "fault_ended", fault, {})
 
     def emit(self, event: str, facts: dict[str, Any]) -> None:
         """Run the command for ``event`` now, or queue it, or drop it (see the module doc).

@@ -377,6 +377,7 @@ class Service:
                 state.pending = 0
                 self.log.error("inbox.missing", inbox=inbox.name, path=str(inbox.path),
                                action="not scanned and not recreated until it is back")
+                self.notifications.inbox_missing(inbox.name, inbox.path, True)
             elif not gone and state.missing:
                 first = str(inbox.path) not in self.locks
                 if not first:  # a remounted share: opened afresh, not through old descriptors
@@ -397,6 +398,7 @@ class Service:
                 state.wanted = True
                 back = True
                 self.log.info("inbox.back", inbox=inbox.name, path=str(inbox.path))
+                self.notifications.inbox_missing(inbox.name, inbox.path, False)
                 if first:
                     self._recover(inbox)
         if back and self.watcher is not None:

@@ -99,6 +99,14 @@ def test_command_runs_on_failed_job_and_fault_start_and_end(tmp_path: Path, daem
     assert "flaky.json" in env["SMASKD_FAULT_PATH"] and data["fault_kind"] == "read"
     [(env, data)] = _of(_records(notes), "fault_ended")
     assert env["SMASKD_FAULT_PATH"] == data["fault_path"] and data["released"] == 1
+
+    inbox.rename(tmp_path / "unmounted")  # an inbox gone with no job waiting for it
+    d.wait_for(lambda: len(_of(_records(notes), "fault_started")) == 2, 30, "inbox missing")
+    (tmp_path / "unmounted").rename(inbox)
+    d.wait_for(lambda: len(_of(_records(notes), "fault_ended")) == 2, 30, "inbox back")
+    started = _of(_records(notes), "fault_started")
+    assert [env["SMASKD_FAULT_PATH"] for env, _ in started].count(str(inbox)) == 1
+    assert {env["SMASKD_FAULT_KIND"] for env, _ in started} == {"read", "dir"}
     assert not d.events("notify.failed")
 
 
