@@ -19,8 +19,8 @@ Events: ``job_failed`` (a job ended in failed/, or was left in the inbox because
 could not take it), ``fault_started`` and ``fault_ended`` (a filesystem fault that holds jobs
 back: an outbox full or not writable, an inbox gone, a transient read error, the journal
 refusing writes; ``backoff.py``; and an inbox that vanishes while no job waits for it, from the
-service's check), each told once however many sources see it. A worker's retry pause is not a fault: if the job fails in
-the end, ``job_failed`` says so.
+service's check), each told once however many sources see it. A worker's retry pause is
+not a fault: if the job fails in the end, ``job_failed`` says so.
 """
 
 from __future__ import annotations
