@@ -12,6 +12,7 @@ import fnmatch
 import math
 import os
 import re
+import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,9 @@ __all__ = [
     "Config",
     "Inbox",
     "Match",
+    "Notify",
+    "Prune",
+    "Retention",
     "Rule",
     "config_warnings",
     "default_config",
@@ -42,8 +46,9 @@ ON_CONFLICT = ("rename", "replace", "skip")
 ON_SUCCESS = ("move", "delete")
 UNMATCHED = ("fail", "leave")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+NOTIFY_EVENTS = ("job_failed", "fault_started", "fault_ended")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib|t|tb|tib)?\s*$", re.I)
 _SIZE_UNITS = {None: 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
                "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
@@ -106,6 +111,47 @@ class Inbox:
 
 
 @dataclass(frozen=True, slots=True)
+class Notify:
+    """A command run on a failed job and on a fault that starts or ends (notifications.py).
+
+    ``command`` is an argv list, never a shell string: the facts arrive in the environment
+    and as JSON on stdin, so nothing a file name contains is ever parsed by a shell."""
+
+    command: tuple[str, ...]
+    on: tuple[str, ...] = NOTIFY_EVENTS
+    timeout: float = 10.0
+    max_running: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Prune:
+    """One kind of leftovers kept at most ``max_age`` seconds and/or ``max_count`` entries
+    (None: no bound of that kind; both None: never pruned)."""
+
+    max_age: float | None = None
+    max_count: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.max_age is not None or self.max_count is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """What is pruned (retention.py): inputs in done/, job logs in outboxes, journal rows of
+    finished jobs. Nothing by default: deleting is the operator's decision."""
+
+    done: Prune = Prune()
+    logs: Prune = Prune()
+    journal: Prune = Prune()
+    every: float = 3600.0
+
+    @property
+    def active(self) -> bool:
+        return self.done.active or self.logs.active or self.journal.active
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     inboxes: tuple[Inbox, ...]
     rules: tuple[Rule, ...]
@@ -131,6 +177,8 @@ class Config:
     limits: InputLimits = InputLimits()
     #: ``metrics.listen``: where /metrics and /healthz are served (daemon/metrics.py); None: off
     metrics_listen: Listen | None = None
+    notify: Notify | None = None  # None: no notification command
+    retention: Retention = Retention()
     source: Path | None = None  # the file it came from; None: the embedded default
 
     def inbox(self, name: str) -> Inbox:
@@ -138,15 +186,16 @@ class Config:
 
 
 def parse_duration(value: Any, where: str) -> float:
-    """``2s``, ``500ms``, ``1.5m``, ``1h`` or a plain number of seconds."""
+    """``2s``, ``500ms``, ``1.5m``, ``1h``, ``30d`` or a plain number of seconds."""
     if isinstance(value, bool):
         raise ConfigError("expected a duration like 2s or 500ms", where)
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400,
+                                        None: 1}[m.group(2)]
     else:
-        raise ConfigError("expected a duration like 2s or 500ms", where)
+        raise ConfigError("expected a duration like 2s, 500ms or 30d", where)
     if seconds < 0:
         raise ConfigError("must not be negative", where)
     return seconds
@@ -331,7 +380,7 @@ def parse_config(data: Any, source: Path | None = None, check_folders: bool = Tr
         "workers", "state_dir", "host_id", "inboxes", "rules", "unmatched", "job_timeout",
         "drain_timeout", "max_input_bytes", "worker_memory", "file_mode", "umask", "log_level",
         "queue_limit", "fault_backoff", "heartbeat_interval", "lease", "max_polygon_points",
-        "max_instances", "metrics"})
+        "max_instances", "metrics", "notify", "retention"})
     workers = r.get("workers", os.cpu_count() or 1)
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 256:
         raise ConfigError("expected an integer from 1 to 256", "workers")
@@ -370,6 +419,8 @@ def parse_config(data: Any, source: Path | None = None, check_folders: bool = Tr
         limits=InputLimits(*(_count(r.get(key, getattr(InputLimits(), key)), key)
                              for key in ("max_polygon_points", "max_instances"))),
         metrics_listen=_metrics(r.get("metrics", {})),
+        notify=_notify(r.get("notify")),
+        retention=_retention(r.get("retention")),
         source=source,
     )
     _check_relations(config, check_folders)
@@ -454,6 +505,70 @@ def _count(value: Any, where: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError("expected a positive integer", where)
     return value
+
+
+def _notify(data: Any) -> Notify | None:
+    """``notify:`` {command, on, timeout, max_running}; the command must exist and be
+    executable now (as a labelmap must): a typo would otherwise only show when the first
+    job fails, which is when the notification is needed."""
+    if data is None:
+        return None
+    r = _Reader(data, "notify", {"command", "on", "timeout", "max_running"})
+    argv = _items(r.get("command"), r.path("command"))
+    if not argv:
+        raise ConfigError("required: the program and its arguments as a list", r.path("command"))
+    for i, arg in enumerate(argv):
+        if not isinstance(arg, str) or not arg:
+            raise ConfigError("expected a non-empty string", f"{r.path('command')}[{i}]")
+    program = _program(argv[0], f"{r.path('command')}[0]")
+    on = _items(r.get("on", list(NOTIFY_EVENTS)), r.path("on"))
+    for i, event in enumerate(on):
+        if event not in NOTIFY_EVENTS:
+            raise ConfigError(f"expected {'|'.join(NOTIFY_EVENTS)}", f"{r.path('on')}[{i}]")
+    timeout = r.opt("timeout", parse_duration, 10.0)
+    if timeout <= 0:
+        raise ConfigError("must be more than 0", r.path("timeout"))
+    running = r.get("max_running", 2)
+    if not isinstance(running, int) or isinstance(running, bool) or not 1 <= running <= 64:
+        raise ConfigError("expected an integer from 1 to 64", r.path("max_running"))
+    return Notify((program, *argv[1:]), tuple(dict.fromkeys(on)), timeout, running)
+
+
+def _program(name: str, where: str) -> str:
+    """An absolute path, or a bare name found on ``$PATH`` now (stored resolved, so what
+    runs does not change with the environment); an executable regular file either way."""
+    if os.sep not in name:
+        found = shutil.which(name)
+        if found is None:
+            raise ConfigError(f"{name!r} is not found on PATH ({os.environ.get('PATH', '')}); "
+                              "give an absolute path", where)
+        name = os.path.abspath(found)
+    elif not os.path.isabs(name):
+        raise ConfigError(f"expected an absolute path or a bare name on PATH, got {name!r}",
+                          where)
+    if not os.path.isfile(name):
+        raise ConfigError(f"no such program: {name}", where)
+    if not os.access(name, os.X_OK):
+        raise ConfigError(f"{name} is not executable (chmod +x?)", where)
+    return name
+
+
+def _retention(data: Any) -> Retention:
+    """``retention:`` {done, logs, journal: {max_age, max_count}, every}."""
+    if data is None:
+        return Retention()
+    r = _Reader(data, "retention", {"done", "logs", "journal", "every"})
+    parts = {}
+    for key in ("done", "logs", "journal"):
+        p = _Reader(r.get(key, {}), r.path(key), {"max_age", "max_count"})
+        count = p.get("max_count")
+        if count is not None:
+            count = _count(count, p.path("max_count"))
+        parts[key] = Prune(p.opt("max_age", parse_duration), count)
+    every = r.opt("every", parse_duration, 3600.0)
+    if every <= 0:
+        raise ConfigError("must be more than 0", r.path("every"))
+    return Retention(every=every, **parts)
 
 
 def _fault_backoff(value: float) -> float:

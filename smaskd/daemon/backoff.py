@@ -244,6 +244,9 @@ class Waiting:
         self.blockers: dict[tuple[str, str], _Blocker] = {}
         # per fault: (last delay, when it was last released); see the module docstring
         self._delays: dict[tuple[str, str], tuple[float, float]] = {}
+        #: told ``(event, fault, facts)`` when a fault starts (``fault_started``) or is gone
+        #: (``fault_ended``): notifications.py; must not raise
+        self.listeners: list[Callable[[str, Fault, dict[str, Any]], None]] = []
 
     def __len__(self) -> int:
         return sum(len(b.waiters) for b in self.blockers.values())
@@ -272,6 +275,8 @@ class Waiting:
             self.blockers[fault.key] = _Blocker(fault, now, delay, now + _jittered(delay))
             self.log.error("fault.blocked", what=fault.label, path=str(fault.path),
                            reason=fault.reason, retry_in_s=delay)
+            for listener in self.listeners:
+                listener("fault_started", fault, {})
 
     def has(self, probe_kind: str) -> bool:
         """A fault of this kind (``journal``...) is present."""
@@ -303,6 +308,10 @@ class Waiting:
                               path=str(blocker.fault.path), released=len(blocker.waiters),
                               blocked_s=round(now - blocker.since, 1))
                 freed.extend(blocker.waiters)
+                for listener in self.listeners:
+                    listener("fault_ended", blocker.fault,
+                             {"released": len(blocker.waiters),
+                              "blocked_s": round(now - blocker.since, 1)})
                 continue
             blocker.delay = min(self.cap, blocker.delay * 2)
             self._delays[key] = (blocker.delay, now)

@@ -86,3 +86,5 @@ def leave_unmovable(jobs: Jobs, job: Job, error: dict[str, Any], why: OSError) -
                             where=error.get("where"), error_class=error.get("class"),
                             left_in_inbox=where != job.claim_path)
     jobs.log.warning("job.failed", **{k: v for k, v in summary.items() if k != "event"})
+    if jobs.on_failed is not None:
+        jobs.on_failed({**summary, "moved_to": str(where)})

@@ -106,6 +106,8 @@ class Jobs:
         self.on_left: Callable[[Inbox, Path, str], None] | None = None
         #: told of every job that ends here, with its outcome: done | failed | lost (metrics.py)
         self.on_end: list[Callable[[Job, str], None]] = []
+        #: told each ``job.failed`` summary (notifications.py); must not raise
+        self.on_failed: Callable[[dict[str, Any]], None] | None = None
 
     # ------------------------------------------------------------ intake → queue
 
@@ -697,6 +699,8 @@ class Jobs:
                                            error=reason, where=error.get("where"),
                                            error_class=error.get("class"), recovered=True)
         self.log.warning("job.failed", **{k: v for k, v in summary.items() if k != "event"})
+        if self.on_failed is not None:
+            self.on_failed({**summary, "moved_to": str(moved), "log": log_path})
 
     # ------------------------------------------------------------ waiting (backoff.py)
 

@@ -218,6 +218,26 @@ class Journal:
             "ORDER BY created DESC LIMIT 1", (sha256, rule, _needle(final)))
         return found[0] if found else None
 
+    def prune(self, before: float | None, keep: int | None, limit: int = 500) -> int:
+        """Delete at most ``limit`` rows of finished jobs (``TERMINAL`` states only) last
+        updated before ``before`` (epoch seconds) or older than the newest ``keep`` finished
+        ones; returns how many went. A row of a job still under way is never touched: it is
+        what a restart resumes from. Bounded, so the main loop's write stays short; the
+        caller repeats while a batch comes back full (retention.py)."""
+        if before is None and keep is None:
+            return 0
+        finished = "state IN ('done', 'failed', 'lost')"
+        old = ["updated < ?"] if before is not None else []
+        if keep is not None:
+            old.append(f"job_id NOT IN (SELECT job_id FROM jobs WHERE {finished} "
+                       "ORDER BY updated DESC, job_id DESC LIMIT ?)")
+        params = tuple(p for p in (before, keep) if p is not None)
+        sql = (f"DELETE FROM jobs WHERE job_id IN (SELECT job_id FROM jobs WHERE {finished} "
+               f"AND ({' OR '.join(old)}) ORDER BY updated LIMIT ?)")
+        before_changes = self.db.total_changes
+        self._write(sql, (*params, int(limit)))
+        return self.db.total_changes - before_changes
+
     @staticmethod
     def _row(cur: sqlite3.Cursor, values: tuple) -> Row:
         data = dict(zip([d[0] for d in cur.description], values))

@@ -29,9 +29,11 @@ from smaskd.daemon.intake import Candidate, Intake, shorten
 from smaskd.daemon.jobs import Jobs
 from smaskd.daemon.journal import Journal
 from smaskd.daemon.metrics import Metrics
+from smaskd.daemon.notifications import Notifications
 from smaskd.daemon.notify import Notifier
 from smaskd.overlaps import config_folders, find_overlaps
 from smaskd.daemon.permissions import DENIED, explain
+from smaskd.daemon.retention import Retention
 from smaskd.daemon.signals import Completion
 from smaskd.daemon.statedir import lock_state_dir
 from smaskd.daemon.statusfile import write_status
@@ -79,6 +81,8 @@ class Service:
         self.host_override = host_override
         self.notifier = Notifier()
         self.metrics = Metrics(log)  # /metrics and /healthz when metrics.listen is set
+        self.notifications = Notifications(config.notify, log, config.host_id)
+        self.retention: Retention | None = None
         self.hints = Hints()
         self.signals = Completion()  # inotify's completion signals, filled by the watcher
         self.supervisor = Supervisor()
@@ -210,6 +214,9 @@ class Service:
         self.jobs = Jobs(self.config, self.journal, self.supervisor, self.log)
         self.jobs.on_left = self._left_in_inbox
         self.metrics.start(self, self.config.metrics_listen)
+        self.jobs.on_failed = self.notifications.job_failed
+        self.jobs.waiting.listeners.append(self.notifications.fault)
+        self.retention = Retention(self.config, self.journal, self.log)
         self.leases.beat(self.config)  # before recovery: other hosts must see us alive
         self._signals()
         self.inboxes = self._states(self.config)
@@ -270,6 +277,9 @@ class Service:
             self.hints.mark(None)  # files left unclaimed meanwhile: list every inbox now
         self.leases.tick(self.config, now, self.jobs.take_over)
         self.jobs.start_ready()
+        self.notifications.tick(now)
+        if self.retention is not None:
+            self.retention.tick(now)
         healthy = True
         if self.watcher is not None and checking:
             healthy = self.watcher.check()
@@ -372,6 +382,7 @@ class Service:
                 state.pending = 0
                 self.log.error("inbox.missing", inbox=inbox.name, path=str(inbox.path),
                                action="not scanned and not recreated until it is back")
+                self.notifications.inbox_missing(inbox.name, inbox.path, True)
             elif not gone and state.missing:
                 first = str(inbox.path) not in self.locks
                 if not first:  # a remounted share: opened afresh, not through old descriptors
@@ -392,6 +403,7 @@ class Service:
                 state.wanted = True
                 back = True
                 self.log.info("inbox.back", inbox=inbox.name, path=str(inbox.path))
+                self.notifications.inbox_missing(inbox.name, inbox.path, False)
                 if first:
                     self._recover(inbox)
         if back and self.watcher is not None:
@@ -600,6 +612,9 @@ class Service:
         self.config = new
         self.jobs.config = new
         self.jobs.waiting.cap = new.fault_backoff
+        self.notifications.configure(new.notify)
+        if self.retention is not None:
+            self.retention.configure(new)
         os.umask(new.umask)
         self.metrics.configure(new.metrics_listen)  # rebinds: the old address until the new works
         self.inboxes = self._states(new)
@@ -636,6 +651,9 @@ class Service:
             self.jobs._cleanup_staging(job)
             self.log.warning("job.interrupted", job_id=job_id, input=job.name,
                              action="left claimed for the next start")
+        if self.retention is not None:
+            self.retention.close()
+        self.notifications.close()
         self.log.info("daemon.stopped", done=self.jobs.done, failed=self.jobs.failed,
                       waiting=len(self.jobs.waiting))
         write_status(self.config.state_dir, f"stopped; {self._status_text()}", self._problems(),
