@@ -364,6 +364,7 @@ def export_dataset(
     jobs: int = 1,
     policy: PoolPolicy = PoolPolicy(),
     limits: InputLimits = InputLimits(),
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> ExportStats:
     """Write ``dataset`` as a Segmentation Mask zip to the binary file ``out``.
 
@@ -373,7 +374,8 @@ def export_dataset(
     ``jobs`` > 1 renders the items of a large export in that many processes (``policy``
     says when it is large enough); the archive is the same byte for byte. ``limits`` bound
     each item's mask shapes and polygon points (:mod:`smaskd.geometry.limits`), checked for
-    every item before the first is rasterised.
+    every item before the first is rasterised. ``on_progress(done, total)`` is called
+    before each item is written and once at the end (a progress line; pure callers pass None).
     """
     if compat not in COMPAT_MODES:
         raise InputError(f"unknown compat mode {compat!r}; expected 'cvat' or nothing", "compat")
@@ -408,10 +410,13 @@ def export_dataset(
     mixed_example = ""
     # closing(): a failed write (disk full) must stop the helpers too, not leave them to
     # the traceback's lifetime.
+    total = sum(len(entries) for entries in plan.subsets.values())
     with ZipStreamWriter(out) as zw, contextlib.closing(rendered):
         zw.write("labelmap.txt", format_labelmap(labels.entries).encode("utf-8"))
         for subset, entries in plan.subsets.items():
             for e in entries:
+                if on_progress:
+                    on_progress(stats.items, total)
                 stats.items += 1
                 if e.kind == NONMASK:
                     continue
@@ -436,6 +441,8 @@ def export_dataset(
                 if lossless and e.id in plan.duplicated:
                     _check_same_content(e.id, subset, key, content_of)
         rendered.close()
+        if on_progress:
+            on_progress(stats.items, total)
         if not lists and lossless:
             lists = _list_everything(plan, stats.warnings)
         for subset, ids in lists.items():
