@@ -50,9 +50,10 @@ class ConvertOptions:
     max_input_bytes: int | None = None
     # Per-item bounds of an export (CLI flags, the daemon's config), not a rule option.
     limits: InputLimits = InputLimits()
-    # ``on_progress(items_done, items_total)`` as items are written (the CLI's progress line);
-    # called in this process only, never pickled: the daemon leaves it None.
-    on_progress: Callable[[int, int], None] | None = None
+    # ``on_progress(items_done, items_total, stage)`` through each pass over the items
+    # (export: "checking", then "writing"; import: "converting"), for the CLI's progress
+    # line; called in this process only, never pickled: the daemon leaves it None.
+    on_progress: Callable[[int, int, str], None] | None = None
 
     @classmethod
     def from_mapping(cls, options: dict[str, Any], where: str = "options") -> "ConvertOptions":

@@ -124,13 +124,14 @@ def import_masks(
     jobs: int = 1,
     policy: PoolPolicy = IMPORT_POLICY,
     spool_dir: str | Path | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
 ) -> ImportStats:
     """Write the JSON of the mask zip ``src`` to ``out``; ``jobs`` processes for large zips.
 
     COCO's annotations follow all its images, so they wait in a temp file in ``spool_dir``
     (default: beside ``out`` when it has a path, else the system's temp folder).
-    ``on_progress(done, total)`` is called before each item is written and once at the end.
+    ``on_progress(done, total, "converting")`` is called before each item is converted and
+    written, and once at the end.
     """
     if fmt not in FORMATS:
         raise InputError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -160,7 +161,7 @@ def import_masks(
         def rows() -> Iterator[tuple[Item, Any, int]]:
             for done, entry in enumerate(archive.items()):
                 if on_progress:
-                    on_progress(done, len(archive))
+                    on_progress(done, len(archive), "converting")
                 if not entry.has_masks:
                     item = archive.read(entry)
                     assert isinstance(item, Item)
@@ -181,7 +182,7 @@ def import_masks(
         finally:
             outputs.close()
         if on_progress:
-            on_progress(len(archive), len(archive))
+            on_progress(len(archive), len(archive), "converting")
         stats.warnings = archive.all_warnings()
     stats.write.finish()
     return stats

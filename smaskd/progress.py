@@ -1,7 +1,8 @@
 """The CLI's progress line: items done / total, rate and ETA, redrawn in place on stderr.
 
 Why here and not in the core: the core reports progress through a plain callback,
-``on_progress(done, total)`` (``ConvertOptions.on_progress``), and never learns who listens;
+``on_progress(done, total, stage)`` (``ConvertOptions.on_progress``; an export checks every
+item, then renders and writes them: two stages), and never learns who listens;
 this module is one listener, for a person at a terminal. It draws nothing for a job that ends
 within ``after`` seconds (1 s: a short conversion stays one summary line), redraws at most
 ``1 / interval`` times a second (a 20,000-item export calls back 20,000 times), and
@@ -11,8 +12,8 @@ No escape sequences: the line is redrawn with ``\\r`` and cleared by overwriting
 spaces, which works on every terminal (``TERM=dumb`` included) and keeps a line that fits in
 the terminal's width, since a line that wraps cannot be redrawn from its start.
 
-Why not tqdm or rich: ~60 lines do what is needed, and the CLI's start-up (it imports only
-what a convert needs) would pay for either on every run.
+Why not tqdm or rich: the ~70 lines of code here do what is needed, and the CLI's start-up
+(it imports only what a convert needs) would pay for either on every run.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def _duration(seconds: float) -> str:
 
 
 class ProgressLine:
-    """A callable ``(done, total) -> None`` drawing ``what [####....] done/total items ...``."""
+    """A callable ``(done, total, stage) -> None`` drawing
+    ``what stage [####....] done/total items ...``; rate and ETA restart with each stage."""
 
     def __init__(self, stream: TextIO, what: str, after: float = DEFAULT_AFTER,
                  interval: float = 0.1, clock: Callable[[], float] = time.monotonic) -> None:
@@ -54,17 +56,20 @@ class ProgressLine:
         self.first: tuple[float, int] | None = None  # (time, done) of the first report: rate
         self.last_draw = float("-inf")
         self.width = 0  # characters on the line now: what clear() overwrites
+        self.stage = ""
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, stage: str = "") -> None:
         now = self.clock()
-        if self.first is None:
-            self.first = (now, done)
+        if self.first is None or stage != self.stage:  # a new stage is shown at once
+            self.first, self.stage, self.last_draw = (now, done), stage, float("-inf")
         if now - self.started < self.after or now - self.last_draw < self.interval:
             return
         self.last_draw = now
         text = self.line(done, total, now)
-        if self._put("\r" + text + " " * max(0, self.width - len(text))):
-            self.width = max(self.width, len(text))
+        pad = " " * max(0, self.width - len(text))
+        # widened first: a signal raised inside the write still leaves clear() the whole line
+        self.width = max(self.width, len(text))
+        self._put("\r" + text + pad)
 
     def line(self, done: int, total: int, now: float) -> str:
         """The text of the line, cut to the terminal's width."""
@@ -76,10 +81,11 @@ class ProgressLine:
         speed = f"{rate:.1f}" if rate < 10 else f"{rate:.0f}"
         tail = f" {done}/{total} items {share:4.0%} {speed} items/s {eta}"
         columns = self._columns() - 1  # text in the last column wraps on some terminals
-        bar = max(0, min(30, columns - len(self.what) - len(tail) - 3))
+        bar = max(0, min(30, columns - len(self.what) - len(self.stage) - len(tail) - 4))
         filled = int(bar * share)
-        text = f"{self.what} [{'#' * filled}{'.' * (bar - filled)}]{tail}" if bar >= 10 else (
-            f"{self.what}:{tail}")
+        what = f"{self.what} {self.stage}" if self.stage else self.what
+        text = f"{what} [{'#' * filled}{'.' * (bar - filled)}]{tail}" if bar >= 10 else (
+            f"{what}:{tail}")
         return text[:columns]
 
     def _columns(self) -> int:

@@ -18,9 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-from smaskd.progress import ProgressLine
+import pytest
 
-LINE = re.compile(r"(export|import) \[[#.]+\] (\d+)/(\d+) items +\d+% [\d.]+ items/s ETA [\d:?]+")
+from smaskd.convert import ConvertOptions, export_file, import_file
+from smaskd.progress import ProgressLine
+from tests.conftest import CORPUS, needs_corpus
+
+LINE = re.compile(r"(export|import) (checking|writing|converting) \[[#.]+\] (\d+)/(\d+) items +"
+                  r"\d+% [\d.]+ items/s ETA [\d:?]+")
 
 
 def _coco(tmp_path: Path, images: int = 3, size: int = 8) -> Path:
@@ -87,14 +92,15 @@ def test_export_and_import_show_progress_on_a_terminal(tmp_path: Path) -> None:
                                        env=_env())
     assert code == 0, terminal
     lines = [m.groups() for m in LINE.finditer(terminal)]
-    assert lines and lines[0] == ("export", "0", "3"), terminal
+    assert lines and lines[0] == ("export", "checking", "1", "3"), terminal
+    assert ("writing", "3") in {(stage, total) for _, stage, _, total in lines}, terminal
     assert _cleared_before(terminal, ""), repr(terminal)  # nothing left on the line
     assert out.startswith("export: ")  # the summary on stdout, as without a terminal
 
     code, terminal, out = _on_terminal("import", tmp_path / "out.zip", "-o", tmp_path / "b.json",
                                        env=_env())
     assert code == 0, terminal
-    assert [m.groups() for m in LINE.finditer(terminal)][0] == ("import", "0", "3"), terminal
+    assert [m.groups() for m in LINE.finditer(terminal)][0] == ("import", "converting", "0", "3")
     assert _cleared_before(terminal, ""), repr(terminal)
 
 
@@ -144,3 +150,27 @@ def test_the_line_waits_and_redraws_at_most_ten_times_a_second() -> None:
     assert "ETA" in stream.getvalue() and "100 items/s" in stream.getvalue()
     line.clear()
     assert re.search(r"\r {30,}\r$", stream.getvalue())
+
+
+CORPUS_INPUTS = {  # one input per reader: the callback lives in export_dataset/import_masks
+    "datumaro": "golden/s01a_polygons_basic/input/annotations.json",
+    "labelme": "labelme-instance-json/data_annotated/2011_000003.json",
+    "cvat-bundle": "tracks/hand_s01_rect_rotation/input/scene.json",
+    "import": "golden/s01a_polygons_basic/expected/export.zip",
+}
+
+
+@needs_corpus
+@pytest.mark.parametrize("case", [*CORPUS_INPUTS, "coco"])
+def test_every_reader_reports_items_in_order_to_the_total(tmp_path: Path, case: str) -> None:
+    src = _coco(tmp_path) if case == "coco" else CORPUS / CORPUS_INPUTS[case]
+    calls: list[tuple[int, int, str]] = []
+    options = ConvertOptions(on_progress=lambda *call: calls.append(call))
+    convert = import_file if case == "import" else export_file
+    result = convert(src, tmp_path / "out", options)
+    n = result.items
+    stages = ["converting"] if case == "import" else ["checking", "writing"]
+    assert n > 0 and list(dict.fromkeys(stage for *_, stage in calls)) == stages, calls
+    for stage in stages:  # each pass counts up to the item count, in order
+        done = [d for d, total, s in calls if s == stage and total == n]
+        assert done == sorted(done) and done[-1] == n and len(done) == n + (stage != "checking")
