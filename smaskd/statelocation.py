@@ -70,10 +70,13 @@ def _may_hold_state(folder: Path) -> bool:
 def _service_dir(config_file: Path) -> Path | None:
     """The unit's state directory for ``config_file`` if a daemon's state is there."""
     root = service_state_root()
-    candidates = [root / config_file.stem] if _INSTANCE.match(config_file.stem) else []
     if config_file.stem == "smaskd":  # smaskd.service runs /etc/smaskd/smaskd.yaml
-        candidates.append(root)
-    return next((c for c in candidates if _may_hold_state(c)), None)
+        folder = root  # not root/smaskd: in a 0750 root that could not even be looked for
+    elif _INSTANCE.match(config_file.stem):  # smaskd@NAME runs /etc/smaskd/NAME.yaml
+        folder = root / config_file.stem
+    else:
+        return None
+    return folder if _may_hold_state(folder) else None
 
 
 def resolve_state_dir(configured: Path | None, config_file: Path | None, *,
