@@ -36,6 +36,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                    help="reproduce CVAT byte for byte, including its silent data loss")
     _add_limits(p)
     _add_jobs(p)
+    _add_progress(p)
 
 
 def _add_import(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +48,7 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
                    help="the JSON to write (default: coco)")
     p.add_argument("--labelmap", type=Path, help="labelmap.txt overriding or supplying the zip's")
     _add_jobs(p)
+    _add_progress(p)
 
 
 def _jobs(text: str) -> int:
@@ -85,6 +87,23 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
 def _add_jobs(p: argparse.ArgumentParser) -> None:
     p.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
                    help="processes for the items of a large job (default: the CPUs available)")
+
+
+def _add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="a progress line on stderr (items, rate, ETA) for a job that runs more "
+                   "than a second (default: only when stderr is a terminal)")
+
+
+def _progress_line(args: argparse.Namespace):
+    """The listener for the core's ``on_progress``, or None: a terminal on stderr decides,
+    unless ``--progress``/``--no-progress`` says."""
+    wanted = sys.stderr.isatty() if args.progress is None else args.progress
+    if not wanted:
+        return None
+    from smaskd.progress import ProgressLine, progress_after
+
+    return ProgressLine(sys.stderr, args.command, after=progress_after())
 
 
 def build_parser(daemon_commands: bool = True) -> argparse.ArgumentParser:
@@ -150,15 +169,21 @@ def _run_convert(args: argparse.Namespace) -> int:
     keep_heap_between_items()  # one file, then exit: see procs.py
     _exit_cleanly_on_signals()
     jobs = args.jobs or default_jobs()
-    if args.command == "export":
-        limits = InputLimits(args.max_polygon_points, args.max_instances)
-        options = ConvertOptions(labelmap=args.labelmap, compat=args.compat,
-                                 source_format=args.source_format, jobs=jobs, limits=limits)
-        result = export_file(args.input, args.output, options)
-    else:
-        options = ConvertOptions(labelmap=args.labelmap, polygons=args.polygons, format=args.format,
-                                 jobs=jobs)
-        result = import_file(args.input, args.output, options)
+    progress = _progress_line(args)
+    try:
+        if args.command == "export":
+            limits = InputLimits(args.max_polygon_points, args.max_instances)
+            options = ConvertOptions(labelmap=args.labelmap, compat=args.compat,
+                                     source_format=args.source_format, jobs=jobs, limits=limits,
+                                     on_progress=progress)
+            result = export_file(args.input, args.output, options)
+        else:
+            options = ConvertOptions(labelmap=args.labelmap, polygons=args.polygons,
+                                     format=args.format, jobs=jobs, on_progress=progress)
+            result = import_file(args.input, args.output, options)
+    finally:  # an error, Ctrl-C or SIGTERM/SIGHUP (_Stopped) starts on a clean line too
+        if progress:
+            progress.clear()
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(result.summary())

@@ -22,6 +22,7 @@ from smaskd.convert import ConvertOptions
 from smaskd.errors import ConfigError, SmaskdError
 from smaskd.geometry.limits import InputLimits
 from smaskd.listen import Listen, parse_listen
+from smaskd.statelocation import CONFIGURED, resolve_state_dir
 
 __all__ = [
     "Config",
@@ -180,6 +181,8 @@ class Config:
     notify: Notify | None = None  # None: no notification command
     retention: Retention = Retention()
     source: Path | None = None  # the file it came from; None: the embedded default
+    #: How state_dir was decided (``smaskd status`` says it; statelocation.py has the order).
+    state_dir_from: str = CONFIGURED
 
     def inbox(self, name: str) -> Inbox:
         return next(i for i in self.inboxes if i.name == name)
@@ -361,16 +364,6 @@ def default_host_id() -> str:
     return name[:64]
 
 
-def default_state_dir(embedded: bool) -> Path:
-    """systemd's ``$STATE_DIRECTORY`` first; the embedded default keeps state beside the folders."""
-    if os.environ.get("STATE_DIRECTORY"):
-        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
-    if embedded:
-        return Path.cwd() / ".smaskd-state"
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(base) / "smaskd"
-
-
 def parse_config(data: Any, source: Path | None = None, check_folders: bool = True) -> Config:
     """Validate a ``yaml.safe_load`` result into a ``Config`` (or raise ``ConfigError``).
 
@@ -398,10 +391,12 @@ def parse_config(data: Any, source: Path | None = None, check_folders: bool = Tr
     lease = r.opt("lease", parse_duration, 60.0)
     if lease < 3 * heartbeat:  # a live host must be able to beat several times per lease
         raise ConfigError(f"must be at least 3 x heartbeat_interval ({3 * heartbeat:g}s)", "lease")
+    state_dir, state_dir_from = resolve_state_dir(r.abspath("state_dir"), source)
     config = Config(
         inboxes=tuple(inboxes),
         rules=tuple(rules),
-        state_dir=r.abspath("state_dir") or default_state_dir(embedded=False),
+        state_dir=state_dir,
+        state_dir_from=state_dir_from,
         host_id=host_id,
         workers=workers,
         unmatched=r.str("unmatched", "fail", UNMATCHED),  # type: ignore[arg-type]
@@ -635,9 +630,11 @@ def load_config(path: Path | str, check_folders: bool = True) -> Config:
 def default_config(host_id: str | None = None) -> Config:
     """The embedded default: ``./inbox`` → ``./outbox``, action ``auto``, state beside them."""
     cwd = Path.cwd()
+    state_dir, state_dir_from = resolve_state_dir(None, None, embedded=True)
     return Config(
         inboxes=(Inbox(name="inbox", path=cwd / "inbox"),),
         rules=(Rule(name="auto", outbox=cwd / "outbox", action="auto"),),
-        state_dir=default_state_dir(embedded=True),
+        state_dir=state_dir,
         host_id=host_id or default_host_id(),
+        state_dir_from=state_dir_from,
     )

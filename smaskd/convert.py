@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from smaskd.atomicio import atomic_writer
 from smaskd.errors import InputError, SmaskdError
@@ -50,6 +50,10 @@ class ConvertOptions:
     max_input_bytes: int | None = None
     # Per-item bounds of an export (CLI flags, the daemon's config), not a rule option.
     limits: InputLimits = InputLimits()
+    # ``on_progress(items_done, items_total, stage)`` through each pass over the items
+    # (export: "checking", then "writing"; import: "converting"), for the CLI's progress
+    # line; called in this process only, never pickled: the daemon leaves it None.
+    on_progress: Callable[[int, int, str], None] | None = None
 
     @classmethod
     def from_mapping(cls, options: dict[str, Any], where: str = "options") -> "ConvertOptions":
@@ -159,7 +163,8 @@ def export_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()
                                            **limits)
     with atomic_writer(dst) as out:
         stats = export_dataset(dataset, out, labelmap=labelmap, compat=options.compat,
-                               jobs=options.jobs, limits=options.limits)
+                               jobs=options.jobs, limits=options.limits,
+                               on_progress=options.on_progress)
     return ConvertResult(
         "export", Path(dst), stats.items, stats.instances, stats.labels,
         list(dataset.warnings) + list(stats.warnings),
@@ -174,7 +179,7 @@ def import_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()
     with atomic_writer(dst) as out:
         stats = import_masks(Path(src), out, labelmap, fmt=options.format,
                              polygons=options.polygons, jobs=options.jobs,
-                             spool_dir=Path(dst).parent)
+                             spool_dir=Path(dst).parent, on_progress=options.on_progress)
     return ConvertResult(
         "import", Path(dst), stats.write.items, stats.write.instances, stats.labels,
         stats.warnings + list(stats.write.warnings),

@@ -14,7 +14,7 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -124,11 +124,14 @@ def import_masks(
     jobs: int = 1,
     policy: PoolPolicy = IMPORT_POLICY,
     spool_dir: str | Path | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
 ) -> ImportStats:
     """Write the JSON of the mask zip ``src`` to ``out``; ``jobs`` processes for large zips.
 
     COCO's annotations follow all its images, so they wait in a temp file in ``spool_dir``
     (default: beside ``out`` when it has a path, else the system's temp folder).
+    ``on_progress(done, total, "converting")`` is called before each item is converted and
+    written, and once at the end.
     """
     if fmt not in FORMATS:
         raise InputError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -156,7 +159,9 @@ def import_masks(
                               describe=lambda t: f"item {getattr(t, 'item', None) and t.item.id!r}")
 
         def rows() -> Iterator[tuple[Item, Any, int]]:
-            for entry in archive.items():
+            for done, entry in enumerate(archive.items()):
+                if on_progress:
+                    on_progress(done, len(archive), "converting")
                 if not entry.has_masks:
                     item = archive.read(entry)
                     assert isinstance(item, Item)
@@ -176,6 +181,8 @@ def import_masks(
                 _write_datumaro(out, labels, rows(), stats.write)
         finally:
             outputs.close()
+        if on_progress:
+            on_progress(len(archive), len(archive), "converting")
         stats.warnings = archive.all_warnings()
     stats.write.finish()
     return stats

@@ -132,6 +132,21 @@ def _not_listed_reason(inbox, path: Path, rel: str, is_ignored) -> str:
     return "not listed (a folder on the way cannot be read?)"
 
 
+def _status_state_dir(args: argparse.Namespace, config: Config) -> tuple[Path, str]:
+    """Where the daemon of this config keeps its journal, found as the service finds it
+    (:mod:`smaskd.statelocation`), though this shell has no ``$STATE_DIRECTORY``."""
+    from smaskd.statelocation import CONFIGURED, StateDirError, resolve_state_dir
+
+    if args.state_dir is not None:
+        return Path(os.path.abspath(args.state_dir)), "--state-dir"
+    configured = config.state_dir if config.state_dir_from == CONFIGURED else None
+    try:
+        return resolve_state_dir(configured, config.source, embedded=config.source is None,
+                                 instance=args.instance, find_service=True)
+    except StateDirError as e:
+        raise ConfigError(str(e), "--instance") from None
+
+
 def _status(args: argparse.Namespace) -> int:
     """LSB status codes (``smaskd.daemon.probe``); the journal's counts and failures after."""
     import json
@@ -140,15 +155,17 @@ def _status(args: argparse.Namespace) -> int:
     from smaskd.daemon.probe import PROBLEMS, UNKNOWN, probe
 
     config = _config(args.config, check_folders=False)  # aliased folders are what it reports
+    state_dir, state_dir_from = _status_state_dir(args, config)
     now = time.time()
-    found = probe(config.state_dir, now)
+    found = probe(state_dir, now)
     report: dict = found.as_dict()
-    journal_lines: list[str] = []
+    report["state_dir_from"] = state_dir_from
+    journal_lines: list[str] = [f"state_dir: {state_dir} ({state_dir_from})"]
     try:
-        journal = Journal(config.state_dir, create=False)
+        journal = Journal(state_dir, create=False)
     except FileNotFoundError:
         journal = None
-        journal_lines.append(f"no journal in {config.state_dir} "
+        journal_lines.append(f"no journal in {state_dir} "
                              "(the daemon has not run with this state_dir)")
     except (SmaskdError, OSError) as e:  # unreadable or corrupt: the state cannot be known
         journal = None
@@ -222,6 +239,11 @@ def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
                     "inbox, an unwritable outbox, a failed reload ...) exits 150.")
     p.add_argument("-c", "--config", type=Path,
                    help="the daemon's YAML config (its state_dir locates the journal)")
+    p.add_argument("--instance", metavar="NAME",
+                   help="the daemon of smaskd@NAME.service: its state directory "
+                   "/var/lib/smaskd/NAME, unless the config sets state_dir")
+    p.add_argument("--state-dir", type=Path, metavar="DIR",
+                   help="look in DIR, whatever the config says")
     p.add_argument("--failures", type=int, default=10, help="how many failures to list")
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     p.add_argument("--problems-exit", action="store_true",

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -126,6 +127,18 @@ def _without_unlabelled(item: Item) -> tuple[Item, int]:
 def _fetch(dataset: Dataset, index: int, lossless: bool) -> Item:
     item = dataset.items[index]
     return _without_unlabelled(item)[0] if lossless else item
+
+
+def _reporting(visit: Callable[[str, Item], None], total: int,
+               on_progress: Callable[[int, int, str], None]) -> Callable[[str, Item], None]:
+    """``visit`` that also reports each checked item to ``on_progress``."""
+    done = itertools.count(1)
+
+    def reporting_visit(subset: str, item: Item) -> None:
+        visit(subset, item)
+        on_progress(next(done), total, "checking")
+
+    return reporting_visit
 
 
 def _plan(dataset: Dataset, lossless: bool, warnings: list[str],
@@ -364,6 +377,7 @@ def export_dataset(
     jobs: int = 1,
     policy: PoolPolicy = PoolPolicy(),
     limits: InputLimits = InputLimits(),
+    on_progress: Callable[[int, int, str], None] | None = None,
 ) -> ExportStats:
     """Write ``dataset`` as a Segmentation Mask zip to the binary file ``out``.
 
@@ -373,7 +387,9 @@ def export_dataset(
     ``jobs`` > 1 renders the items of a large export in that many processes (``policy``
     says when it is large enough); the archive is the same byte for byte. ``limits`` bound
     each item's mask shapes and polygon points (:mod:`smaskd.geometry.limits`), checked for
-    every item before the first is rasterised.
+    every item before the first is rasterised. ``on_progress(done, total, stage)`` follows
+    the two passes over the items: ``"checking"`` after each item is checked, ``"writing"``
+    before each item is written and once at the end (a progress line; pure callers pass None).
     """
     if compat not in COMPAT_MODES:
         raise InputError(f"unknown compat mode {compat!r}; expected 'cvat' or nothing", "compat")
@@ -385,7 +401,10 @@ def export_dataset(
     if lossless:
         check_label_names(labels)
     checks = _LabelChecks(dataset, labels, lossless)
-    plan = _plan(dataset, lossless, stats.warnings, checks.visit, limits)
+    visit = checks.visit
+    if on_progress:  # the checking pass reads every item: a third of a large job's time
+        visit = _reporting(checks.visit, len(dataset.items), on_progress)
+    plan = _plan(dataset, lossless, stats.warnings, visit, limits)
     used = checks.finish(list(plan.subsets))  # label checks first: fail before any pixel work
     if lossless:
         _check_used_labels(labels, used, stats.warnings)
@@ -408,10 +427,13 @@ def export_dataset(
     mixed_example = ""
     # closing(): a failed write (disk full) must stop the helpers too, not leave them to
     # the traceback's lifetime.
+    total = sum(len(entries) for entries in plan.subsets.values())
     with ZipStreamWriter(out) as zw, contextlib.closing(rendered):
         zw.write("labelmap.txt", format_labelmap(labels.entries).encode("utf-8"))
         for subset, entries in plan.subsets.items():
             for e in entries:
+                if on_progress:
+                    on_progress(stats.items, total, "writing")
                 stats.items += 1
                 if e.kind == NONMASK:
                     continue
@@ -436,6 +458,8 @@ def export_dataset(
                 if lossless and e.id in plan.duplicated:
                     _check_same_content(e.id, subset, key, content_of)
         rendered.close()
+        if on_progress:
+            on_progress(stats.items, total, "writing")
         if not lists and lossless:
             lists = _list_everything(plan, stats.warnings)
         for subset, ids in lists.items():
