@@ -148,3 +148,16 @@ def test_check_config_names_the_bad_key(tmp_path: Path, where: str, value: dict,
     out = run_cli("check-config", path)
     assert out.returncode == 78
     assert key in out.stderr and message in out.stderr, out.stderr
+
+
+def test_a_decision_markers_names_stay_inside_the_outbox() -> None:
+    """Markers live in the inbox's claim area, where inbox writers can write: a result path
+    read from one is never allowed out of the outbox (a host taking a claim over uses it)."""
+    from smaskd.daemon.trees import plan_pairs, plan_target
+
+    assert plan_pairs([["/o/.smaskd-1.zip", "/o/projA/x.zip"], ["/o/.smaskd-1.log", "/o/x.log"]]) \
+        == [[".smaskd-1.zip", "projA/x.zip"], [".smaskd-1.log", "x.log"]]
+    assert plan_target(Path("/o"), "projA/x.zip") == Path("/o/projA/x.zip")
+    for hostile in ("../../etc/x.zip", "/etc/x.zip", "projA/../../x.zip"):
+        assert plan_target(Path("/o"), hostile) == Path("/o/x.zip"), hostile
+    assert plan_target(Path("/o"), "..") == Path("/o/_")
