@@ -87,6 +87,12 @@ class Rule:
     on_conflict: str = "rename"
     on_success: str = "move"
     timeout: float | None = None  # None: the global job_timeout
+    #: results (and logs) keep the input's sub-folder path below the outbox (trees.py)
+    keep_tree: bool = False
+    #: at most this many of the rule's jobs run at once; None: as many as there are workers
+    max_jobs: int | None = None
+    #: queued jobs of a higher priority start first when a worker is free (scheduling.py)
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,8 @@ class Inbox:
     failed: Path | None = None  # None: <path>/failed
     ignore: tuple[str, ...] = ()
     grace: float = 600.0  # how long an incomplete zip/JSON may stay "not ready"
+    #: ``data.json`` is taken only once ``data.json<ready_marker>`` exists (markers.py)
+    ready_marker: str | None = None
 
     @property
     def done_dir(self) -> Path:
@@ -300,7 +308,7 @@ def _items(value: Any, where: str) -> list[Any]:
 
 def _inbox(data: Any, where: str) -> Inbox:
     r = _Reader(data, where, {"name", "path", "observer", "settle", "rescan", "recursive", "done",
-                              "failed", "ignore", "grace"})
+                              "failed", "ignore", "grace", "ready_marker"})
     name = r.str("name")
     if name is None:
         raise ConfigError("required", r.path("name"))
@@ -319,12 +327,30 @@ def _inbox(data: Any, where: str) -> Inbox:
         failed=r.abspath("failed"),
         ignore=tuple(ignore),
         grace=r.opt("grace", parse_duration, 600.0),
+        ready_marker=_ready_marker(r.get("ready_marker"), r.path("ready_marker")),
     )
+
+
+def _ready_marker(value: Any, where: str) -> str | None:
+    """A suffix such as ``.done`` or ``.ready``: one file name component, never a path."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError('expected a non-empty suffix like ".done"', where)
+    if "/" in value or "\0" in value or value in (".", ".."):
+        raise ConfigError(f'expected a file name suffix like ".done", got {value!r}', where)
+    return value
+
+
+def _rule_limit(value: Any, where: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"expected an integer from {low} to {high}", where)
+    return value
 
 
 def _rule(data: Any, where: str, index: int) -> Rule:
     r = _Reader(data, where, {"name", "match", "action", "options", "outbox", "on_conflict",
-                              "on_success", "timeout"})
+                              "on_success", "timeout", "keep_tree", "max_jobs", "priority"})
     m = _Reader(r.get("match", {}), r.path("match"),
                 {"inbox", "glob", "regex", "kind", "case_sensitive"})
     regex = m.str("regex")
@@ -355,6 +381,9 @@ def _rule(data: Any, where: str, index: int) -> Rule:
         on_conflict=r.str("on_conflict", "rename", ON_CONFLICT),  # type: ignore[arg-type]
         on_success=r.str("on_success", "move", ON_SUCCESS),  # type: ignore[arg-type]
         timeout=r.opt("timeout", parse_duration),
+        keep_tree=r.bool("keep_tree", False),
+        max_jobs=r.opt("max_jobs", lambda v, w: _rule_limit(v, w, 1, 256)),
+        priority=r.opt("priority", lambda v, w: _rule_limit(v, w, -1000, 1000), 0),
     )
 
 

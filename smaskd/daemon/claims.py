@@ -49,7 +49,8 @@ from smaskd.errors import BusyError
 __all__ = ["CLAIM_PREFIX_LEN", "Claim", "area", "claim", "claim_file_name", "decide",
            "find_marker", "foreign_hosts", "lock_processing", "make_processing_dir", "markers",
            "new_job_id", "own_claims", "parse_claim_name", "processing_dir", "processing_root",
-           "read_marker", "remove_marker", "split_claim_name", "take_over", "try_lock", "unlock"]
+           "read_marker", "remove_marker", "source_dir", "split_claim_name", "take_over",
+           "try_lock", "unlock"]
 
 SEP = "__"
 SEP_REL = "_+"
@@ -171,6 +172,10 @@ def _source_dir(inbox: Inbox, rel: str) -> tuple[int, bool]:
             os.close(current)
         raise
     return current, True
+
+
+#: for ``markers.py``, which removes a ready marker beside a file claimed from a sub-folder
+source_dir = _source_dir
 
 
 def claim(src: Path, inbox: Inbox, host_id: str, job_id: str | None = None,

@@ -31,8 +31,8 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["ClaimArea", "Folder", "FolderSwapped", "claim_area", "close_places", "forget", "place",
-           "recheck"]
+__all__ = ["ClaimArea", "Folder", "FolderSwapped", "add_tree", "claim_area", "close_places",
+           "forget", "place", "recheck"]
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -210,14 +210,29 @@ class Folder:
 # -------------------------------------------------------------------- places
 
 _PLACES: dict[Path, Folder] = {}
+#: Folders whose sub-folders are ours to create (an outbox with ``keep_tree``: trees.py).
+_TREES: set[Path] = set()
+
+
+def add_tree(root: Path) -> None:
+    """Places below ``root`` are opened level by level from ``root``'s descriptor: their
+    names come from inbox writers' folder names, so a symlink planted at one (or at any
+    level between) is refused like a symlinked done/, never followed."""
+    if root not in _TREES:
+        _TREES.add(root)
+        for path in [p for p in _PLACES if p != root and p.is_relative_to(root)]:
+            _PLACES.pop(path).close()  # opened before: reopen through the chain
 
 
 def place(path: Path) -> Folder:
     """done/, failed/ or an outbox: created (last component only) and opened on first use,
-    reopened when a real folder now stands at the path, refused when it is a symlink."""
+    reopened when a real folder now stands at the path, refused when it is a symlink.
+    A folder below a tree root (:func:`add_tree`) is looked up and created through its
+    parent's descriptor, each level in turn."""
     found = _PLACES.get(path)
     if found is None:
-        found = _PLACES[path] = Folder(path)
+        below = any(path != root and path.is_relative_to(root) for root in _TREES)
+        found = _PLACES[path] = Folder(path, place(path.parent) if below else None)
     return found
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from smaskd.config import Inbox
+from smaskd.daemon import markers
 from smaskd.daemon.signals import MOVED, WRITING, Completion
 
 __all__ = ["DEFAULT_IGNORE", "Candidate", "Intake", "is_ignored", "looks_complete", "scan_inbox"]
@@ -248,6 +249,9 @@ class Intake:
             if self.left.get(cand.path) == cand.signature:
                 continue
             self.left.pop(cand.path, None)
+            marked = markers.state(self.inbox, cand.path, cand.st)
+            if marked in (markers.MARKER, markers.UNMARKED):
+                continue  # a ready marker, or a file not marked done yet (markers.py)
             signal = self.signals.state(str(cand.path)) if self.signals is not None else None
             if signal == WRITING:
                 # Open for writing since its last write: not a candidate, however long the
@@ -255,7 +259,7 @@ class Intake:
                 self.seen[cand.path] = _Seen(cand.signature, now)
                 pending += 1
                 continue
-            if signal == MOVED and cand.kind == "file":
+            if (signal == MOVED or marked == markers.MARKED) and cand.kind == "file":
                 # watched like a settled file, so a backlog's partial listings still see it
                 seen = self.seen[cand.path] = _Seen(cand.signature, now - self.settle - 1.0)
                 settled.append((replace(cand, moved_in=True), seen))

@@ -26,7 +26,8 @@ from smaskd import __version__
 from smaskd.config import Config, Inbox, Rule
 from smaskd.convert import output_suffix, resolve_action
 from smaskd.daemon import claims as claims_mod
-from smaskd.daemon import conflicts, dirs, inputs, journalwait, names, outbox, recovery, space
+from smaskd.daemon import (conflicts, dirs, inputs, journalwait, markers, names, outbox, recovery,
+                           scheduling, space, trees)
 from smaskd.daemon.backoff import Fault, Waiter, Waiting, classify
 from smaskd.daemon.faults import crash_point, stall_point
 from smaskd.daemon.intake import Candidate, Intake, Signature, looks_complete
@@ -101,6 +102,7 @@ class Jobs:
         self.spawn_delay = 0.0  # backoff after a worker could not be started
         self.spawn_retry_at = 0.0
         self.spool = config.state_dir / "spool"  # results that did not fit (space.py)
+        trees.register(config)  # keep_tree outboxes: sub-folders through descriptors only
         #: told of an input failed in place (inbox, path, reason): the service's intake
         #: leaves it alone until it changes and STATUS names it
         self.on_left: Callable[[Inbox, Path, str], None] | None = None
@@ -154,6 +156,7 @@ class Jobs:
             job.rule = rule
             journalwait.wait(self, job, e, "admit")
             return
+        markers.consume(inbox, cand.rel, cand.st)  # claimed and journalled: its marker goes
         job = self._job(inbox, claim, cand.st.st_size)
         job.rule = rule
         job.claim_signature = signature_of(claim.path)
@@ -224,7 +227,9 @@ class Jobs:
         if time.monotonic() < self.spawn_retry_at:
             return
         while self.accepting and self.queue and len(self.running) < self.config.workers:
-            job = self.queue.popleft()
+            job = scheduling.next_job(self.queue, list(self.running.values()), self.config)
+            if job is None:
+                break  # every queued job's rule is at its max_jobs (scheduling.py)
             if self._held(job):
                 continue
             try:
@@ -381,6 +386,7 @@ class Jobs:
         stall_point("stall_publish", job.name)
         rule, result = job.rule, out.result or {}
         box = rule.outbox
+        dest = trees.result_folder(rule, job.rel or job.name)  # box, or a sub-folder of it
         suffix = output_suffix(job.action)
         staging = outbox.staging_path(box, job.job_id, suffix)
         if job.spool and not space.room_for(self, job, out, staging):
@@ -394,20 +400,20 @@ class Jobs:
             job.log.info("output.name_mapped", input=job.name, stem=stem,
                          reason="not a name Windows clients can open (README: Output names)")
         on_conflict = rule.on_conflict
-        blocking = names.folder_in_the_way(box, stem, [suffix, LOG_SUFFIX]) \
+        blocking = names.folder_in_the_way(dest, stem, [suffix, LOG_SUFFIX]) \
             if on_conflict == "replace" else None
         if blocking is not None:  # never replaced, never parked: keep both (README)
             job.log.warning("output.kept_both", path=str(blocking),
                             reason="a folder has the output's name; replace never removes it")
             on_conflict = "rename"
-        chosen, skipped, keep_input = conflicts.decide(self.journal, job, box, stem, suffix,
+        chosen, skipped, keep_input = conflicts.decide(self.journal, job, dest, stem, suffix,
                                                        LOG_SUFFIX, on_conflict)
         plan: list[list[str]] = []
         if skipped is not None:
             if skipped == "exists":
                 job.log.info("output.skipped", reason="exists", name=f"{stem}{suffix}",
                              input_kept=keep_input)
-            log_stem = outbox.pick_names(box, stem, [LOG_SUFFIX], "rename")
+            log_stem = outbox.pick_names(dest, stem, [LOG_SUFFIX], "rename")
             outputs = []
         else:
             assert chosen is not None
@@ -418,11 +424,11 @@ class Jobs:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            plan.append([str(staging), str(box / f"{chosen}{suffix}")])
+            plan.append([str(staging), str(dest / f"{chosen}{suffix}")])
             outputs = [f"{chosen}{suffix}"]
-        log_final = box / f"{log_stem}{LOG_SUFFIX}"
+        log_final = dest / f"{log_stem}{LOG_SUFFIX}"
         summary = self._summary(
-            job, "job.done", outputs=outputs, log=log_final.name, outbox=str(box),
+            job, "job.done", outputs=outputs, log=log_final.name, outbox=str(dest),
             items=result.get("items"), instances=result.get("instances"),
             labels=result.get("labels"), warnings=result.get("warnings", []),
             convert_ms=result.get("convert_ms"), worker_ms=round(out.duration * 1000, 1),
@@ -457,7 +463,7 @@ class Jobs:
         marker = {"state": state, "name": job.name, "rel": job.rel,
                   "rule": job.rule.name if job.rule else None,
                   "action": job.action, "attempts": job.attempts, "sha256": job.sha256,
-                  "folder": folder, "pairs": [[Path(a).name, Path(b).name] for a, b in plan],
+                  "folder": folder, "pairs": trees.plan_pairs(plan),
                   "error": error, "host_id": self.config.host_id, "job_id": job.job_id,
                   **(keep or {})}
         taken = claims_mod.decide(job.inbox, self.config.host_id, job.job_id, marker,
@@ -648,13 +654,14 @@ class Jobs:
                                 where=error.get("where"), error_class=error.get("class"))
         data = self._log_bytes(job, summary, "warning")
         box, folder = (job.rule.outbox, "outbox") if job.rule else (job.inbox.failed_dir, "failed")
+        dest = trees.result_folder(job.rule, job.rel or job.name) if job.rule else box
         plan: list[list[str]] = []
         try:
-            dirs.place(box).fd()
-            stem = outbox.pick_names(box, names.published_stem(job.name), [LOG_SUFFIX], "rename")
+            dirs.place(dest).fd()
+            stem = outbox.pick_names(dest, names.published_stem(job.name), [LOG_SUFFIX], "rename")
             staging = outbox.staging_path(box, job.job_id, LOG_SUFFIX)
             outbox.write_staging(staging, data, self.config.file_mode)
-            plan.append([str(staging), str(box / f"{stem}{LOG_SUFFIX}")])
+            plan.append([str(staging), str(dest / f"{stem}{LOG_SUFFIX}")])
         except OSError as e:
             job.log.error("log.publish_failed", error=str(e))
         if not self._record_plan(job, "failing", plan, folder, error):

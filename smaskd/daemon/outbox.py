@@ -99,46 +99,49 @@ def write_staging(path: Path, data: bytes, mode: int) -> None:
 def publish(staging: Path, final: Path, replace: bool) -> None:
     """Give ``staging`` its final name atomically; FileExistsError if keep-both lost a race.
 
-    Both names are in one folder, used through its descriptor. A staging file that is gone
-    while ``final`` exists was published by another host finishing the same plan (a takeover
-    of a stalled host): that is done, not an error.
+    Each name is used through its folder's descriptor: one folder, or with ``keep_tree``
+    the outbox (staging) and a sub-folder of it (final; trees.py). A staging file that is
+    gone while ``final`` exists was published by another host finishing the same plan (a
+    takeover of a stalled host): that is done, not an error.
     """
     place = dirs.place(final.parent)
-    fd = place.fd()
+    src = dirs.place(staging.parent)
     try:
         if replace:
-            os.replace(staging.name, final.name, src_dir_fd=fd, dst_dir_fd=fd)
+            os.replace(staging.name, final.name, src_dir_fd=src.fd(), dst_dir_fd=place.fd())
         else:
-            _link_staging(place, staging.name, final.name)
+            _link_staging(src, staging.name, place, final.name)
     except FileNotFoundError:
-        if place.exists(staging.name) or not place.exists(final.name):
+        if src.exists(staging.name) or not place.exists(final.name):
             raise
     place.sync()
+    if src is not place:
+        src.sync()
 
 
-def _link_staging(place: dirs.Folder, staging: str, final: str) -> None:
-    fd = place.fd()
+def _link_staging(src: dirs.Folder, staging: str, place: dirs.Folder, final: str) -> None:
+    sfd, fd = src.fd(), place.fd()
     try:
-        os.link(staging, final, src_dir_fd=fd, dst_dir_fd=fd, follow_symlinks=False)
+        os.link(staging, final, src_dir_fd=sfd, dst_dir_fd=fd, follow_symlinks=False)
     except OSError as e:
         if e.errno == errno.EEXIST:
             try:
-                st = place.lstat(staging)
+                st = src.lstat(staging)
             except FileNotFoundError:
                 raise
             except OSError:
                 st = None
             if st is not None and _same(st, place, final):  # a crash after link, before unlink
-                place.unlink(staging)
+                src.unlink(staging)
                 return
             raise FileExistsError(errno.EEXIST, "exists", str(place.path / final)) from None
         if e.errno not in NO_LINK:
             raise
         if place.exists(final):  # a filesystem without hard links (some SMB servers)
             raise FileExistsError(errno.EEXIST, "exists", str(place.path / final)) from None
-        os.rename(staging, final, src_dir_fd=fd, dst_dir_fd=fd)
+        os.rename(staging, final, src_dir_fd=sfd, dst_dir_fd=fd)
     else:
-        place.unlink(staging)
+        src.unlink(staging)
 
 
 def _same(st: os.stat_result, place: dirs.Folder, name: str) -> bool:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from smaskd.config import Config, Inbox, Rule
-from smaskd.daemon import claims, outbox
+from smaskd.daemon import claims, outbox, trees
 from smaskd.daemon.journal import TERMINAL, Journal, Row
 from smaskd.log import JOB_LOGS
 
@@ -199,7 +199,8 @@ def _apply_marker(jobs: JobQueue, inbox: Inbox, found: claims.Claim, host: str,
         jobs.log.warning("marker.unknown_rule", job_id=found.job_id, rule=data.get("rule"),
                          action="the file is converted again")
         return
-    plan = [[str(folder / a), str(folder / b)] for a, b in data.get("pairs") or []]
+    plan = [[str(folder / Path(a).name), str(trees.plan_target(folder, b))]
+            for a, b in data.get("pairs") or []]
     fields: dict[str, Any] = {"state": data["state"], "outputs": plan, "rule": data.get("rule"),
                               "action": data.get("action"), "attempts": data.get("attempts") or 0,
                               "sha256": data.get("sha256")}
