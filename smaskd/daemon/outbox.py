@@ -96,12 +96,13 @@ def write_staging(path: Path, data: bytes, mode: int) -> None:
     place.write_new(path.name, data, mode, exact_mode=True)
 
 
-def publish(staging: Path, final: Path, replace: bool) -> None:
+def publish(staging: Path, final: Path, replace: bool, sync: bool = True) -> None:
     """Give ``staging`` its final name atomically; FileExistsError if keep-both lost a race.
 
     Both names are in one folder, used through its descriptor. A staging file that is gone
     while ``final`` exists was published by another host finishing the same plan (a takeover
-    of a stalled host): that is done, not an error.
+    of a stalled host): that is done, not an error. ``sync=False``: the caller fsyncs the
+    folder once after several renames (before it records them).
     """
     place = dirs.place(final.parent)
     fd = place.fd()
@@ -113,7 +114,8 @@ def publish(staging: Path, final: Path, replace: bool) -> None:
     except FileNotFoundError:
         if place.exists(staging.name) or not place.exists(final.name):
             raise
-    place.sync()
+    if sync:
+        place.sync()
 
 
 def _link_staging(place: dirs.Folder, staging: str, final: str) -> None:
@@ -174,7 +176,7 @@ def real_folder(folder: Path) -> Path:
 SWAP_TRIES = 50
 
 
-def link_input(src_dir: int, src: str, folder: Path, name: str) -> Path:
+def link_input(src_dir: int, src: str, folder: Path, name: str, sync: bool = True) -> Path:
     """Link ``src`` (in the folder ``src_dir``) into done/ or failed/ keeping both on a name
     clash; the source stays (the caller records the target, then unlinks it).
 
@@ -182,7 +184,8 @@ def link_input(src_dir: int, src: str, folder: Path, name: str) -> Path:
     made relative to the folder's descriptor, re-validated before and after: a folder renamed
     away or swapped for a symlink meanwhile gets the link removed again and the move retried,
     so the returned path is where the input is. Across filesystems (done: on another disk) it
-    falls back to a copy through the same descriptor.
+    falls back to a copy through the same descriptor. ``sync=False``: the caller fsyncs
+    ``folder`` (before it records the move).
     """
     base, suffix = split_name(name)
     place = dirs.place(folder)
@@ -205,7 +208,8 @@ def link_input(src_dir: int, src: str, folder: Path, name: str) -> Path:
             break
         assert target is not None
         if place.matches():
-            place.sync()
+            if sync:
+                place.sync()
             return folder / target
         with contextlib.suppress(OSError):  # it went into a folder renamed away: take it back
             os.unlink(target, dir_fd=dfd)

@@ -627,7 +627,8 @@ class Service:
             self.log.warning("job.interrupted", job_id=job_id, input=job.name,
                              action="left claimed for the next start")
         self.log.info("daemon.stopped", done=self.jobs.done, failed=self.jobs.failed,
-                      waiting=len(self.jobs.waiting))
+                      waiting=len(self.jobs.waiting), journal_writes=self.journal.writes,
+                      journal_syncs=self.journal.syncs)
         write_status(self.config.state_dir, f"stopped; {self._status_text()}", self._problems(),
                      state="stopped")
         self.notifier.close()
