@@ -16,33 +16,38 @@ States: claimed → running → publishing → published → done, and (from any
 **Group commit: what a crash leaves, and why recovery handles it.** Each transition is its own
 SQLite commit in WAL mode with ``synchronous=NORMAL``: the commit is written to the WAL (the
 kernel has it) but not fsynced. :meth:`Journal.sync` is the one durability barrier: one fsync
-of the WAL covering every commit since the last barrier, a no-op when there is none. It is
-called only where the next step makes something visible that must never outrun its record:
+of the WAL covering every commit since the last barrier, a no-op when there is none. It runs
+only where the next step makes something visible that must never outrun its record:
 
 1. before the first rename of a publish or fail plan into the outbox (the ``publishing`` or
    ``failing`` row with its plan; the decision marker is fsynced before it, claims.py), and
-2. before a claimed input leaves ``processing/`` (its ``moved_to`` row, after the link into
-   done/ or failed/ and an fsync of that folder; or ``published`` before ``on_success:
-   delete`` unlinks it).
+2. before a claimed input leaves ``processing/``: after its link into done/ (or failed/) and
+   its ``moved_to`` commit, done/ is fsynced, then the WAL, then the claim is unlinked; with
+   ``on_success: delete``, ``published`` is durable before the unlink.
 
-The outbox folder is fsynced after a plan's renames and before ``published`` is committed, so
-no record is committed (and so none can become durable, not even by an automatic checkpoint)
-before the files it describes are. Between barriers (claims, ``claimed``/``running``, sha256,
-``done``) nothing is synced: a busy loop pass's transitions share one or two fsyncs instead
-of one each (eight per job before: ~20 ms of a small file's ~80 ms on a shared disk).
+``published`` is committed only after the outbox was fsynced following the plan's renames:
+an automatic checkpoint may make any commit durable early, and recovery reads ``published``
+as "the outputs are in place". ``moved_to`` may become durable before its link: recovery
+then finds the claim still there with one link and links it again. Between barriers (claims,
+``claimed``/``running``, sha256, ``done``) nothing is synced. The jobs that finish in one loop
+pass share the barriers and the folder fsyncs (groupcommit.py): per pass, one WAL fsync after
+the plans, one per outbox after the renames, one per done/ and one WAL fsync before the
+unlinks, instead of eight commit fsyncs and four folder fsyncs per job (benchmarks/README.md,
+"Burst throughput").
 
 - *The daemon is killed* (kill -9, OOM killer, a crash point in the tests): nothing committed
   is lost: the WAL is in the page cache, and SQLite's WAL is consistent after an application
   crash whatever ``synchronous`` says. Recovery sees exactly what it saw with per-commit syncs.
+  A restarted daemon's first barrier also covers its predecessor's unsynced commits.
 - *The machine loses power or the kernel crashes*: the journal comes back as a prefix of its
   commits (the WAL's checksum chain ends at the first frame not on disk), no shorter than
-  the last barrier. What that prefix can lack, and what recovery then does:
-  ``claimed`` (a claim without a row: journalled and run afresh), ``running``/``attempts``
-  (the job runs again, one attempt fewer counted), ``sha256`` (hashed again), ``done`` after
-  a moved input (``published`` with ``moved_to`` and no claim: completed as ``done``). It
-  cannot lack ``publishing`` once a file was renamed into the outbox (barrier 1), nor
-  ``moved_to``/``published`` once the claim was unlinked (barrier 2); a link into done/
-  without its ``moved_to`` is recognised by the shared inode, as after kill -9.
+  the last barrier. What that prefix can lack, and what recovery then does: the row of a
+  claim (journalled and run afresh), ``claimed``/``running``/``attempts`` (the job runs
+  again, one attempt fewer counted), ``sha256`` (hashed again), ``done`` (``published`` with
+  ``moved_to`` and no claim: completed as ``done``; ``failing`` with ``moved_to``: the report
+  is written again). It cannot lack ``publishing``/``failing`` once a file of its plan was
+  renamed into the outbox (barrier 1), nor ``moved_to`` (and ``published``) once the claim
+  was unlinked (barrier 2).
 - A barrier that fails (fsync EIO on ``state_dir``) raises JournalError: the job waits at the
   step it reached (journalwait.py), exactly as for a commit that failed.
 """
