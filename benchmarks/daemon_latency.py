@@ -212,6 +212,17 @@ def summary(lat_s: list[float]) -> dict:
     return {"n": len(ms), "p50_ms": pct(ms, 50), "p95_ms": pct(ms, 95), "max_ms": max(ms, default=float("nan")),
             "mean_ms": statistics.fmean(ms) if ms else float("nan")}
 
+def stop_daemon(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the daemon's process group; SIGKILL it after ``grace`` seconds."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def run_daemon(args: argparse.Namespace, label: str, settle: str | None,
                payloads: list[bytes]) -> tuple[dict, int, Path]:
     """One daemon run on a config with ``settle`` (None: the default): warm-up, latency,
@@ -342,13 +353,7 @@ def run_daemon(args: argparse.Namespace, label: str, settle: str | None,
     finally:
         sampling.set()
         t_stop = time.perf_counter()
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_daemon(proc, 30)
         result["stop_s"] = time.perf_counter() - t_stop
         result["daemon_rc"] = proc.returncode
         result["daemon_tree_rss_mb"] = peak_tree_kb / 1024

@@ -30,6 +30,7 @@ from smaskd.daemon import (conflicts, dirs, inputs, journalwait, markers, names,
                            scheduling, space, trees)
 from smaskd.daemon.backoff import Fault, Waiter, Waiting, classify
 from smaskd.daemon.faults import crash_point, stall_point
+from smaskd.daemon.groupcommit import GroupCommit
 from smaskd.daemon.intake import Candidate, Intake, Signature, looks_complete
 from smaskd.daemon.journal import Journal
 from smaskd.daemon.routing import route, safe_kind
@@ -89,6 +90,7 @@ class Jobs:
 
     def __init__(self, config: Config, journal: Journal, supervisor: Supervisor, log: Any) -> None:
         self.config, self.journal, self.supervisor, self.log = config, journal, supervisor, log
+        self.group = GroupCommit(journal)  # one pass's finished jobs share their fsyncs
         self.queue: deque[Job] = deque()
         self.running: dict[str, Job] = {}
         self.done = 0
@@ -279,20 +281,24 @@ class Jobs:
         crash_point("after_start", job.name)
 
     def collect(self, retry: bool = True) -> None:
-        for out in self.supervisor.poll():
-            job = self.running.pop(out.job_id)
-            for event in out.events:
-                JOB_LOGS.add(job.job_id, event)
-            try:
-                if out.sha256:
-                    job.sha256 = out.sha256
-                    self.journal.update(job.job_id, sha256=out.sha256)
-                self._finish(job, out, retry)
-            except JournalError as e:  # only a result is worth keeping; the rest runs again
-                ok = out.status == "ok"
-                journalwait.wait(self, job, e, "publish" if ok else "run", out if ok else None)
-            except Exception as e:  # noqa: BLE001 - one job's I/O error must not stop the daemon
-                self.settle_error(job, e, "publish", out)
+        """Finish the jobs whose worker ended; their publishing steps share the pass's
+        durability barriers (groupcommit.py)."""
+        with self.group.batch(self.settle_error):
+            for out in self.supervisor.poll():
+                job = self.running.pop(out.job_id)
+                for event in out.events:
+                    JOB_LOGS.add(job.job_id, event)
+                try:
+                    if out.sha256:
+                        job.sha256 = out.sha256
+                        self.journal.update(job.job_id, sha256=out.sha256)
+                    self._finish(job, out, retry)
+                except JournalError as e:  # only a result is worth keeping; the rest runs again
+                    ok = out.status == "ok"
+                    journalwait.wait(self, job, e, "publish" if ok else "run",
+                                     out if ok else None)
+                except Exception as e:  # noqa: BLE001 - one job's I/O error must not stop us
+                    self.settle_error(job, e, "publish", out)
 
     def _finish(self, job: Job, out: Outcome, retry: bool) -> None:
         if self._still_written(job, out):
@@ -418,10 +424,12 @@ class Jobs:
         else:
             assert chosen is not None
             log_stem = chosen
+            # The worker fsynced its bytes (atomic_writer); the mode change is metadata that
+            # the outbox's fsync after the rename commits on a journaling filesystem, so no
+            # fsync of its own (at worst a power loss leaves the worker's umask-derived mode).
             fd = dirs.place(box).open(staging.name, os.O_RDONLY)
             try:
                 os.fchmod(fd, self.config.file_mode)
-                os.fsync(fd)
             finally:
                 os.close(fd)
             plan.append([str(staging), str(dest / f"{chosen}{suffix}")])
@@ -441,16 +449,26 @@ class Jobs:
                                  keep={"keep_input": True} if keep_input else None):
             return
         stall_point("stall_decided", job.name)
-        if skipped is not None:  # only now: until the journal says so, it may be published
-            dirs.place(box).unlink(staging.name, missing_ok=False)
+        unstage = staging if skipped is not None else None
+        replace_ = on_conflict == "replace" and skipped is None
+        self.group.then(job, "publish", out,  # once the plan is durable (journal.py)
+                        lambda: self._publish_recorded(job, plan, unstage, replace_, summary))
+
+    def _publish_recorded(self, job: Job, plan: list[list[str]], unstage: Path | None,
+                          replace_: bool, summary: dict[str, Any]) -> None:
+        """Publish a plan the journal holds durably; record it once the outbox is synced."""
+        if unstage is not None:  # only now: until the journal says so, it may be published
+            dirs.place(unstage.parent).unlink(unstage.name, missing_ok=False)
         crash_point("before_publish", job.name)
-        self._publish_plan(plan, on_conflict == "replace" and skipped is None, job.name)
+        self._publish_plan(plan, replace_, job.name, defer=True)
         crash_point("after_publish", job.name)
+        self.group.then(job, "resume", None, lambda: self._published(job, summary))
+
+    def _published(self, job: Job, summary: dict[str, Any]) -> None:
         self.journal.update(job.job_id, state="published")
         job.journaled = "published"
         crash_point("after_journal", job.name)
-        if self.complete(job):
-            self.log.info("job.done", **{k: v for k, v in summary.items() if k != "event"})
+        self.complete(job, summary)
 
     def _record_plan(self, job: Job, state: str, plan: list[list[str]], folder: str,
                      error: dict[str, Any] | None = None,
@@ -494,9 +512,16 @@ class Jobs:
         if job.taken_from is not None:
             claims_mod.remove_marker(job.inbox, *job.taken_from)
 
-    def _publish_plan(self, plan: list[list[str]], replace: bool, name: str = "") -> list[str]:
-        """Rename each staged file to its planned name; skip those done before a crash."""
+    def _publish_plan(self, plan: list[list[str]], replace: bool, name: str = "",
+                      defer: bool = False) -> list[str]:
+        """Rename each staged file to its planned name; skip those done before a crash.
+
+        First the journal barrier (the plan's ``publishing``/``failing`` row is durable before
+        any of it is visible), last one fsync per folder, before the caller records the next
+        state (``defer``: at the pass's next barrier, groupcommit.py): journal.py."""
+        self.journal.sync()
         finals = []
+        folders: dict[str, Path] = {}
         for i, (staging, final) in enumerate(plan):
             if i == 1:
                 crash_point("mid_publish", name)
@@ -504,7 +529,7 @@ class Jobs:
                 finals.append(final)  # published before a crash
                 continue
             try:
-                outbox.publish(Path(staging), Path(final), replace=replace)
+                outbox.publish(Path(staging), Path(final), replace=replace, sync=False)
             except (FileExistsError, IsADirectoryError):
                 # a writer took the name since we chose it, or made a folder there (which
                 # ``replace`` must not remove): keep both
@@ -513,33 +538,49 @@ class Jobs:
                 folder = Path(final).parent
                 stem = outbox.pick_names(folder, base[: -len(suffix)], [suffix], "rename")
                 final = str(folder / f"{stem}{suffix}")
-                outbox.publish(Path(staging), Path(final), replace=False)
+                outbox.publish(Path(staging), Path(final), replace=False, sync=False)
+            for touched in (Path(final).parent, Path(staging).parent):  # keep_tree: two folders
+                folders[str(touched)] = touched
             finals.append(final)
+        for folder in folders.values():
+            if defer:
+                self.group.touched(folder)
+            else:
+                dirs.place(folder).sync()
         return finals
 
-    def complete(self, job: Job) -> bool:
+    def complete(self, job: Job, summary: dict[str, Any] | None = None) -> bool:
         """The input's completion action; runs only after the journal says ``published``.
         False when a taker finished the job instead (see :meth:`_handed_over`).
 
         ``on_success: delete`` keeps (moves to done/) an input whose result was skipped for
         an output made from other content (``keep_input`` in the journal's ``detail``).
+        In a pass (groupcommit.py) the claim leaves at the pass's next barrier; ``summary``
+        is logged as ``job.done`` then.
         """
         if self._handed_over(job):
             return False
         row = self.journal.get(job.job_id)
         keep = bool(row is not None and row.detail and row.detail.get("keep_input"))
         if job.rule is not None and job.rule.on_success == "delete" and not keep:
-            self._claim_dir(job).unlink(job.claim_path.name)  # missing: deleted before a crash
-            where = None
+            # ``published`` is durable before the input goes
+            self.group.then(job, "resume", None, lambda: self._completed(job, None, summary))
         else:
-            where = str(self._move_claim(job, job.inbox.done_dir))
+            self._move_claim(job, job.inbox.done_dir,
+                             lambda target: self._completed(job, str(target), summary))
+        return True
+
+    def _completed(self, job: Job, where: str | None, summary: dict[str, Any] | None) -> None:
+        if where is None:
+            self._claim_dir(job).unlink(job.claim_path.name)  # missing: deleted before a crash
         crash_point("after_input_move", job.name)
         self.journal.update(job.job_id, state="done")
         self._release_markers(job)
         self.done += 1
         self.ended(job, "done")
         job.log.debug("input.completed", moved_to=where)
-        return True
+        if summary is not None:
+            self.log.info("job.done", **{k: v for k, v in summary.items() if k != "event"})
 
     def _handed_over(self, job: Job) -> bool:
         """Did a taker get the claim after we decided (we stalled past our lease)? Then it
@@ -559,29 +600,33 @@ class Jobs:
         self.ended(job, "lost")
         return True
 
-    def _move_claim(self, job: Job, folder: Path) -> Path:
+    def _move_claim(self, job: Job, folder: Path,
+                    then: Callable[[Path], None] | None = None) -> Path | None:
         """Move the claimed input into ``folder`` (keep both on a name clash) exactly once.
 
         The target is journalled after ``link`` and before ``unlink``; a restart that finds
         the claim still linked there only unlinks it, instead of linking it again as ``-1``.
+        The unlink waits until the link (folder fsync) and its record (journal barrier) are
+        durable (journal.py): at once, returning the target, or with ``then`` at the pass's
+        next barrier (groupcommit.py), calling ``then(target)`` after it.
         """
         row = self.journal.get(job.job_id)
         recorded = Path(row.moved_to) if row is not None and row.moved_to else None
         src, name = self._claim_dir(job), job.claim_path.name
         try:
             st = src.lstat(name)
-        except FileNotFoundError:
-            return recorded or folder / job.name  # moved before a crash
+        except FileNotFoundError:  # moved before a crash
+            return self._moved(job, None, recorded or folder / job.name, then)
         if recorded is None and st.st_nlink > 1:  # crashed between link and journal
             recorded = self._linked_copy(st, folder, job.name)
         if recorded is not None and outbox.same_inode(st, recorded):
-            src.unlink(name)
-            dirs.place(folder).sync()
-            self.journal.update(job.job_id, moved_to=str(recorded))
-            return recorded
+            dirs.place(folder).sync()  # the link (made before a crash) is durable
+            if row is None or row.moved_to != str(recorded):
+                self.journal.update(job.job_id, moved_to=str(recorded))
+            return self._moved(job, name, recorded, then)
         # through descriptors, re-validated: never into a symlinked or renamed-away folder
         try:
-            target = outbox.link_input(src.fd(), name, folder, job.name)
+            target = outbox.link_input(src.fd(), name, folder, job.name, sync=False)
         except PermissionError as e:
             if e.filename2 is not None or e.filename is None or os.fsdecode(e.filename) != name:
                 raise  # the folder refused it: a fault (backoff.py), not the input
@@ -589,11 +634,30 @@ class Jobs:
             target = inputs.rename_unreadable(src.fd(), name, folder, job.name, e)
             self.journal.update(job.job_id, moved_to=str(target))
             dirs.place(folder).sync()
-            return target
+            return self._moved(job, None, target, then)
+        if then is None:
+            dirs.place(folder).sync()
+        else:
+            self.group.touched(folder)
         self.journal.update(job.job_id, moved_to=str(target))
         crash_point("mid_input_move", job.name)
-        src.unlink(name)
-        dirs.place(folder).sync()
+        return self._moved(job, name, target, then)
+
+    def _moved(self, job: Job, name: str | None, target: Path,
+               then: Callable[[Path], None] | None) -> Path | None:
+        """Unlink the claim ``name`` (None: it is gone already) once its move is durable."""
+        def unlink() -> None:
+            if name is not None:
+                self._claim_dir(job).unlink(name)
+            if then is not None:
+                then(target)
+
+        if then is not None:
+            self.group.then(job, "resume", None, unlink)
+            return None
+        if name is not None:
+            self.journal.sync()  # the record is durable before the claim goes
+        unlink()
         return target
 
     @staticmethod
@@ -683,6 +747,7 @@ class Jobs:
             return
         try:
             moved = self._move_claim(job, job.inbox.failed_dir)
+            assert moved is not None
         except inputs.Unmovable as e:  # neither linked, read to copy, nor renamed there
             inputs.leave_unmovable(self, job, error, e)
             return

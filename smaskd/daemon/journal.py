@@ -12,6 +12,44 @@ SQLite locking is unreliable on network filesystems, so a ``state_dir`` on NFS/S
 
 States: claimed → running → publishing → published → done, and (from any) failing → failed;
 ``lost`` when the claim left this host (another host took it over, or a person removed it).
+
+**Group commit: what a crash leaves, and why recovery handles it.** Each transition is its own
+SQLite commit in WAL mode with ``synchronous=NORMAL``: the commit is written to the WAL (the
+kernel has it) but not fsynced. :meth:`Journal.sync` is the one durability barrier: one fsync
+of the WAL covering every commit since the last barrier, a no-op when there is none. It runs
+only where the next step makes something visible that must never outrun its record:
+
+1. before the first rename of a publish or fail plan into the outbox (the ``publishing`` or
+   ``failing`` row with its plan; the decision marker is fsynced before it, claims.py), and
+2. before a claimed input leaves ``processing/``: after its link into done/ (or failed/) and
+   its ``moved_to`` commit, done/ is fsynced, then the WAL, then the claim is unlinked; with
+   ``on_success: delete``, ``published`` is durable before the unlink.
+
+``published`` is committed only after the outbox was fsynced following the plan's renames:
+an automatic checkpoint may make any commit durable early, and recovery reads ``published``
+as "the outputs are in place". ``moved_to`` may become durable before its link: recovery
+then finds the claim still there with one link and links it again. Between barriers (claims,
+``claimed``/``running``, sha256, ``done``) nothing is synced. The jobs that finish in one loop
+pass share the barriers and the folder fsyncs (groupcommit.py): per pass, one WAL fsync after
+the plans, one per outbox after the renames, one per done/ and one WAL fsync before the
+unlinks, instead of eight commit fsyncs and four folder fsyncs per job (benchmarks/README.md,
+"Burst throughput").
+
+- *The daemon is killed* (kill -9, OOM killer, a crash point in the tests): nothing committed
+  is lost: the WAL is in the page cache, and SQLite's WAL is consistent after an application
+  crash whatever ``synchronous`` says. Recovery sees exactly what it saw with per-commit syncs.
+  A restarted daemon's first barrier also covers its predecessor's unsynced commits.
+- *The machine loses power or the kernel crashes*: the journal comes back as a prefix of its
+  commits (the WAL's checksum chain ends at the first frame not on disk), no shorter than
+  the last barrier. What that prefix can lack, and what recovery then does: the row of a
+  claim (journalled and run afresh), ``claimed``/``running``/``attempts`` (the job runs
+  again, one attempt fewer counted), ``sha256`` (hashed again), ``done`` (``published`` with
+  ``moved_to`` and no claim: completed as ``done``; ``failing`` with ``moved_to``: the report
+  is written again). It cannot lack ``publishing``/``failing`` once a file of its plan was
+  renamed into the outbox (barrier 1), nor ``moved_to`` (and ``published``) once the claim
+  was unlinked (barrier 2).
+- A barrier that fails (fsync EIO on ``state_dir``) raises JournalError: the job waits at the
+  step it reached (journalwait.py), exactly as for a commit that failed.
 """
 
 from __future__ import annotations
@@ -104,6 +142,11 @@ class Journal:
         if not create and not path.exists():
             raise FileNotFoundError(str(path))
         self.path = path
+        #: commits and barriers so far (the ``daemon.stopped`` line reports them)
+        self.writes = self.syncs = 0
+        # commits since the last barrier; 1 at first: a killed predecessor's commits may
+        # still be only in the page cache, and the first barrier must cover them too
+        self._unsynced = 1
         try:
             self._open(create)
         except sqlite3.DatabaseError as e:
@@ -115,7 +158,8 @@ class Journal:
         self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            # durable by barriers (sync), not per commit: see "Group commit" above
+            self.db.execute("PRAGMA synchronous=NORMAL")
             if create:
                 self.db.executescript(_SCHEMA)
                 have = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
@@ -130,7 +174,33 @@ class Journal:
             raise
 
     def close(self) -> None:
+        with contextlib.suppress(JournalError):
+            self.sync()
         self.db.close()
+
+    def sync(self) -> None:
+        """Make every commit so far durable: one fsync of the WAL (see "Group commit").
+
+        A no-op when nothing was written since the last call, so callers put it before every
+        step that needs it and the loop's transitions share one. JournalError when it fails.
+        """
+        if not self._unsynced:
+            return
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # checkpointed into the database file, which SQLite synced
+            self._unsynced = 0
+            return
+        except OSError as e:
+            raise JournalError(f"cannot be synced: {e}", str(self.path)) from e
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            raise JournalError(f"cannot be synced: {e}", str(self.path)) from e
+        finally:
+            os.close(fd)
+        self.syncs += 1
+        self._unsynced = 0
 
     def _write(self, sql: str, params: tuple = ()) -> None:
         """One statement (autocommit); JournalError when SQLite cannot write it now."""
@@ -141,6 +211,8 @@ class Journal:
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
             raise JournalError(f"cannot be written: {e}", str(self.path)) from e
+        self.writes += 1
+        self._unsynced += 1
 
     def _one(self, sql: str, params: tuple = ()) -> tuple | None:
         """One row of a query; JournalError when SQLite cannot read now."""

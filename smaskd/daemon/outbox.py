@@ -96,13 +96,14 @@ def write_staging(path: Path, data: bytes, mode: int) -> None:
     place.write_new(path.name, data, mode, exact_mode=True)
 
 
-def publish(staging: Path, final: Path, replace: bool) -> None:
+def publish(staging: Path, final: Path, replace: bool, sync: bool = True) -> None:
     """Give ``staging`` its final name atomically; FileExistsError if keep-both lost a race.
 
     Each name is used through its folder's descriptor: one folder, or with ``keep_tree``
     the outbox (staging) and a sub-folder of it (final; trees.py). A staging file that is
     gone while ``final`` exists was published by another host finishing the same plan (a
-    takeover of a stalled host): that is done, not an error.
+    takeover of a stalled host): that is done, not an error. ``sync=False``: the caller
+    fsyncs both folders once after several renames (before it records them).
     """
     place = dirs.place(final.parent)
     src = dirs.place(staging.parent)
@@ -114,9 +115,10 @@ def publish(staging: Path, final: Path, replace: bool) -> None:
     except FileNotFoundError:
         if src.exists(staging.name) or not place.exists(final.name):
             raise
-    place.sync()
-    if src is not place:
-        src.sync()
+    if sync:
+        place.sync()
+        if src is not place:
+            src.sync()
 
 
 def _link_staging(src: dirs.Folder, staging: str, place: dirs.Folder, final: str) -> None:
@@ -177,7 +179,7 @@ def real_folder(folder: Path) -> Path:
 SWAP_TRIES = 50
 
 
-def link_input(src_dir: int, src: str, folder: Path, name: str) -> Path:
+def link_input(src_dir: int, src: str, folder: Path, name: str, sync: bool = True) -> Path:
     """Link ``src`` (in the folder ``src_dir``) into done/ or failed/ keeping both on a name
     clash; the source stays (the caller records the target, then unlinks it).
 
@@ -185,7 +187,8 @@ def link_input(src_dir: int, src: str, folder: Path, name: str) -> Path:
     made relative to the folder's descriptor, re-validated before and after: a folder renamed
     away or swapped for a symlink meanwhile gets the link removed again and the move retried,
     so the returned path is where the input is. Across filesystems (done: on another disk) it
-    falls back to a copy through the same descriptor.
+    falls back to a copy through the same descriptor. ``sync=False``: the caller fsyncs
+    ``folder`` (before it records the move).
     """
     base, suffix = split_name(name)
     place = dirs.place(folder)
@@ -208,7 +211,8 @@ def link_input(src_dir: int, src: str, folder: Path, name: str) -> Path:
             break
         assert target is not None
         if place.matches():
-            place.sync()
+            if sync:
+                place.sync()
             return folder / target
         with contextlib.suppress(OSError):  # it went into a folder renamed away: take it back
             os.unlink(target, dir_fd=dfd)

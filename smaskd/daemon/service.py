@@ -655,7 +655,8 @@ class Service:
             self.retention.close()
         self.notifications.close()
         self.log.info("daemon.stopped", done=self.jobs.done, failed=self.jobs.failed,
-                      waiting=len(self.jobs.waiting))
+                      waiting=len(self.jobs.waiting), journal_writes=self.journal.writes,
+                      journal_syncs=self.journal.syncs)
         write_status(self.config.state_dir, f"stopped; {self._status_text()}", self._problems(),
                      state="stopped")
         self.notifier.close()
