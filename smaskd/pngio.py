@@ -277,6 +277,31 @@ def _idat(data: bytes, color_type: int) -> bytes | None:
         pos = end + 4
 
 
+#: Deflate's largest ratio (zlib's FAQ: a 258-byte match in as little as 2 bits).
+_DEFLATE_MAX_RATIO = 1032
+#: Below this worst case one call inflates into a buffer sized in advance.
+_ONE_SHOT_BYTES = 1 << 26
+
+
+def _inflate(compressed: bytes, expected: int) -> bytes | None:
+    """The inflated stream, or None when it is corrupt, truncated or longer than ``expected``
+    would allow (bounded: no inflation bombs).
+
+    A stream short enough that even deflate's best ratio stays within ``_ONE_SHOT_BYTES``
+    (any 640x480 mask here) is inflated in one call into a buffer of the expected size:
+    the streaming, size-capped call grows its output in blocks and joins them, a copy of
+    every row that cost ~10 % of decoding a mask.
+    """
+    try:
+        if len(compressed) * _DEFLATE_MAX_RATIO <= max(expected, _ONE_SHOT_BYTES):
+            return _deflate.decompress(compressed, bufsize=expected + 1)  # raises if truncated
+        inflater = _deflate.decompressobj()
+        raw = inflater.decompress(compressed, expected + 1)
+    except Exception:  # zlib.error / isal error: corrupt stream, let OpenCV say so
+        return None
+    return raw if inflater.eof else None
+
+
 def decode_runs(data: bytes, where: str = "PNG") -> RowRuns | None:
     """Runs of an 8-bit gray/RGB PNG with NONE/SUB rows; None when the PNG needs OpenCV.
 
@@ -293,12 +318,8 @@ def decode_runs(data: bytes, where: str = "PNG") -> RowRuns | None:
         return None
     rowlen = 1 + bpp * width
     expected = height * rowlen
-    try:
-        inflater = _deflate.decompressobj()
-        raw = inflater.decompress(compressed, expected + 1)  # bounded: no inflation bombs
-    except Exception:  # zlib.error / isal error: corrupt stream, let OpenCV say so
-        return None
-    if len(raw) != expected or not inflater.eof:
+    raw = _inflate(compressed, expected)
+    if raw is None or len(raw) != expected:
         return None
     rows = np.frombuffer(raw, dtype=np.uint8).reshape(height, rowlen)
     kinds = rows[:, 0]

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smaskd import pngio
 from smaskd.errors import InputError
 from smaskd.geometry.instances import object_instances, object_instances_runs
 from smaskd.pngio import (
@@ -130,13 +131,27 @@ def test_header_errors_are_the_same_as_opencv_path():
         decode_runs(b"GIF89a" + b"\0" * 40, "x.png")
 
 
-def test_inflation_is_bounded_by_the_header():
-    """A stream that inflates past the rows the header announces is declined, not read."""
-    rows = b"".join(b"\1" + b"\0" * 9 for _ in range(1000))
-    ihdr = struct.pack(">IIBBBBB", 3, 2, 8, 2, 0, 0, 0)
-    data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(rows))
+def _png_of_stream(stream: bytes, w: int = 3, h: int = 2) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", stream)
             + _chunk(b"IEND", b""))
-    assert decode_runs(data) is None
+
+
+@pytest.mark.parametrize("one_shot", [True, False], ids=["one-shot", "streamed"])
+def test_inflation_is_bounded_by_the_header(monkeypatch, one_shot):
+    """A stream that inflates past the rows the header announces is declined, not read;
+    a truncated one too. Short streams are inflated in one call (their worst case is
+    small), long ones by the size-capped stream: both paths decide alike."""
+    if not one_shot:
+        monkeypatch.setattr(pngio, "_ONE_SHOT_BYTES", 0)
+    rows = b"".join(b"\1" + b"\0" * 9 for _ in range(1000))
+    assert decode_runs(_png_of_stream(zlib.compress(rows))) is None
+    good = zlib.compress(b"\1" + b"\7" * 9 + b"\1" + b"\0" * 9)
+    runs = decode_runs(_png_of_stream(good))
+    assert runs is not None and runs.values.tolist() == [0x070707, 0x0E0E0E, 0x151515, 0]
+    assert runs.starts.tolist() == [0, 1, 2, 3]
+    assert decode_runs(_png_of_stream(good[:-3])) is None  # no Adler-32: truncated
+    assert decode_runs(_png_of_stream(good + b"\0")) is not None  # as zlib: the end is the end
 
 
 COLORS = {(0, 0, 0): 0, (0, 255, 0): 1, (255, 0, 0): 2, (10, 20, 30): 3}
