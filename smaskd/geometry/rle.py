@@ -227,7 +227,9 @@ def bitmap_rle(mask: BitmapMask, height: int, width: int) -> dict:
     c0, c1 = max(mask.left, 0), min(mask.left + bm.shape[1], width)
     r0, r1 = max(mask.top, 0), min(mask.top + bm.shape[0], height)
     total = height * width
-    counts = [total]
+    # runs as a uint32 array, the type pycocotools converts a list of counts to: its
+    # conversion of a Python list cost more than the rest of this function
+    counts = np.array([total], dtype=np.uint32)
     if c0 < c1 and r0 < r1:
         rows = r1 - r0
         step = rows + 1
@@ -245,9 +247,11 @@ def bitmap_rle(mask: BitmapMask, height: int, width: int) -> dict:
                 join = np.flatnonzero(at[1:-1:2] == at[2::2]) * 2 + 1
                 if join.size:
                     at = np.delete(at, np.concatenate((join, join + 1)))
-            bounds = [0, *at.tolist()]
-            if bounds[-1] != total:
-                bounds.append(total)
-            counts = [b - a for a, b in zip(bounds, bounds[1:])]
+            n = at.size + (at[-1] != total)  # no empty last run
+            counts = np.empty(n, dtype=np.uint32)  # frame sizes are far below 2**32
+            counts[0] = at[0]
+            np.subtract(at[1:], at[:-1], out=counts[1:at.size], casting="unsafe")
+            if n > at.size:
+                counts[-1] = total - at[-1]
     rle = _coco.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
     return {"counts": rle["counts"].decode("ascii"), "size": [height, width]}
