@@ -407,18 +407,20 @@ def _runs_from_sub_rows(rows: np.ndarray, height: int, width: int, bpp: int) -> 
     starts = starts[keep]
     r = starts // width
     base = starts * bpp + r * (rowlen - width * bpp) + 1  # = r * rowlen + 1 + x * bpp
-    if bpp == 1:
-        delta = flat[base].astype(np.int64)[:, None]
-    else:
-        delta = np.stack((flat[base], flat[base + 1], flat[base + 2]), axis=1).astype(np.int64)
     # each run's colour = sum of the differences since its row began (between changes the
-    # differences are zero), mod 256: a cumulative sum restarted at every row
-    total = np.cumsum(delta, axis=0)
-    first = np.searchsorted(starts, np.arange(height, dtype=np.int64) * width)
-    before = total[first] - delta[first]
-    chan = (total - before[r]) & 255
-    if bpp == 1:
-        values = chan[:, 0]
-    else:
-        values = (chan[:, 0] << 16) | (chan[:, 1] << 8) | chan[:, 2]
+    # differences are zero), mod 256: a cumulative sum restarted at every row, in uint8
+    # (which wraps mod 256). Colour runs are summed as little-endian B, G, R, 0 bytes, so
+    # that the bytes of a run read as one word are R<<16 | G<<8 | B, and rows are gathered
+    # as words.
+    k, word = (4, np.dtype("<u4")) if bpp == 3 else (1, np.dtype(np.uint8))
+    delta = np.zeros((starts.size, k), dtype=np.uint8)
+    for c in range(bpp):
+        delta[:, bpp - 1 - c] = flat[base + c]
+    total = np.cumsum(delta, axis=0, dtype=np.uint8)
+    sums = total.view(word).reshape(-1)
+    first = np.searchsorted(starts, np.arange(1, height, dtype=np.int64) * width)
+    before = np.zeros(height, dtype=word)  # the sums up to each row's first run
+    before[1:] = sums[first - 1]
+    total -= before[r].view(np.uint8).reshape(-1, k)
+    values = sums.astype(np.int64)
     return RowRuns(height, width, starts, values, bpp == 3)
