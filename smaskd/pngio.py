@@ -7,10 +7,11 @@ before decoding, so a header claiming 100,000 × 100,000 pixels is refused witho
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib as _zlib
+from types import ModuleType
 
-import cv2
 import numpy as np
 
 try:  # ISA-L deflate for the fast path below; zlib gives the same format where it is missing
@@ -34,12 +35,27 @@ __all__ = [
     "encode_indexed_rgb_pngs",
     "encode_rgb_png",
     "encode_rgb_png_fast",
+    "opencv",
     "read_png_header",
 ]
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-cv2.setNumThreads(1)  # parallelism is ours (items over processes); cv2's threads only contend
+
+
+@functools.cache
+def opencv() -> ModuleType:
+    """OpenCV, loaded on first use, with its threads off.
+
+    Loading it is ~a quarter of a one-shot import's start-up (``python -X importtime``), and
+    an import whose PNGs all take the fast path below never calls it. Every smaskd module
+    gets cv2 from here, so none can use it before ``setNumThreads(1)``: parallelism is ours
+    (items over processes); cv2's threads only contend.
+    """
+    import cv2
+
+    cv2.setNumThreads(1)
+    return cv2
 
 
 class PngHeader(tuple):
@@ -98,6 +114,7 @@ def decode_png(data: bytes, where: str = "PNG") -> np.ndarray:
 
 def _opencv_decode(data: bytes, where: str) -> np.ndarray:
     """OpenCV's decoding as it comes: BGR(A) channel order."""
+    cv2 = opencv()
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise InputError("PNG could not be decoded (corrupt or truncated data)", where)
@@ -106,7 +123,7 @@ def _opencv_decode(data: bytes, where: str) -> np.ndarray:
 
 def encode_rgb_png(rgb: np.ndarray) -> bytes:
     """An 8-bit RGB PNG (colour type 2) of an HxWx3 RGB array, as CVAT's ``cv2.imencode``."""
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
+    ok, buf = opencv().imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
     if not ok:  # pragma: no cover - cv2 only fails on invalid arrays
         raise ValueError("cv2.imencode failed")
     return buf.tobytes()
@@ -129,7 +146,7 @@ def encode_indexed_rgb_png_cv2(index: np.ndarray, lut: np.ndarray) -> bytes:
     rows = max(1, _LUT_STEP // max(w, 1))
     for r0 in range(0, h, rows):
         np.take(bgr_lut, index[r0:r0 + rows], axis=0, out=bgr[r0:r0 + rows])
-    ok, buf = cv2.imencode(".png", bgr)
+    ok, buf = opencv().imencode(".png", bgr)
     if not ok:  # pragma: no cover - cv2 only fails on invalid arrays
         raise ValueError("cv2.imencode failed")
     return buf.tobytes()
@@ -260,6 +277,31 @@ def _idat(data: bytes, color_type: int) -> bytes | None:
         pos = end + 4
 
 
+#: Deflate's largest ratio (zlib's FAQ: a 258-byte match in as little as 2 bits).
+_DEFLATE_MAX_RATIO = 1032
+#: Below this worst case one call inflates into a buffer sized in advance.
+_ONE_SHOT_BYTES = 1 << 26
+
+
+def _inflate(compressed: bytes, expected: int) -> bytes | None:
+    """The inflated stream, or None when it is corrupt, truncated or longer than ``expected``
+    would allow (bounded: no inflation bombs).
+
+    A stream short enough that even deflate's best ratio stays within ``_ONE_SHOT_BYTES``
+    (any 640x480 mask here) is inflated in one call into a buffer of the expected size:
+    the streaming, size-capped call grows its output in blocks and joins them, a copy of
+    every row that cost ~10 % of decoding a mask.
+    """
+    try:
+        if len(compressed) * _DEFLATE_MAX_RATIO <= max(expected, _ONE_SHOT_BYTES):
+            return _deflate.decompress(compressed, bufsize=expected + 1)  # raises if truncated
+        inflater = _deflate.decompressobj()
+        raw = inflater.decompress(compressed, expected + 1)
+    except Exception:  # zlib.error / isal error: corrupt stream, let OpenCV say so
+        return None
+    return raw if inflater.eof else None
+
+
 def decode_runs(data: bytes, where: str = "PNG") -> RowRuns | None:
     """Runs of an 8-bit gray/RGB PNG with NONE/SUB rows; None when the PNG needs OpenCV.
 
@@ -276,12 +318,8 @@ def decode_runs(data: bytes, where: str = "PNG") -> RowRuns | None:
         return None
     rowlen = 1 + bpp * width
     expected = height * rowlen
-    try:
-        inflater = _deflate.decompressobj()
-        raw = inflater.decompress(compressed, expected + 1)  # bounded: no inflation bombs
-    except Exception:  # zlib.error / isal error: corrupt stream, let OpenCV say so
-        return None
-    if len(raw) != expected or not inflater.eof:
+    raw = _inflate(compressed, expected)
+    if raw is None or len(raw) != expected:
         return None
     rows = np.frombuffer(raw, dtype=np.uint8).reshape(height, rowlen)
     kinds = rows[:, 0]
@@ -350,30 +388,39 @@ def _runs_from_sub_rows(rows: np.ndarray, height: int, width: int, bpp: int) -> 
         # Not a flat mask (noise, a checkerboard): the per-run arrays would cost ~160 bytes
         # a run, gigabytes for a small hostile PNG. OpenCV decodes it in bounded memory.
         return None
-    cand = (words[:, None] * 8 + np.arange(8)).reshape(-1)
-    cand = cand[flat[cand] != 0]
-    tail = np.flatnonzero(flat[n8:]) + n8
-    pos = np.concatenate((cand, tail)) if tail.size else cand
-    row, col = np.divmod(pos, rowlen)
-    inside = col != 0  # the filter-type byte is not a pixel
-    pixel = row[inside] * width + (col[inside] - 1) // bpp
+    # (Each step below is a single numpy call on a few thousand elements: the variants
+    # kept are the cheapest measured, e.g. a stable sort merges two sorted arrays.)
+    at = np.flatnonzero(flat[:n8].reshape(-1, 8)[words].reshape(-1) != 0)
+    pos = words[at >> 3] * 8 + (at & 7)  # ascending
+    tail = np.flatnonzero(flat[n8:])
+    if tail.size:
+        pos = np.concatenate((pos, tail + n8))
+    row = pos // rowlen
+    # a row's filter-type byte (column 0) is not a pixel: it stands for the row's first
+    # pixel, which starts a run anyway
+    pixel = row * width + np.maximum(pos - row * rowlen - 1, 0) // bpp
     starts = np.concatenate((pixel, np.arange(height, dtype=np.int64) * width))
-    starts.sort()
-    starts = starts[np.r_[True, starts[1:] != starts[:-1]]]
-    r, x = np.divmod(starts, width)
-    base = r * rowlen + 1 + x * bpp
-    if bpp == 1:
-        delta = flat[base].astype(np.int64)[:, None]
-    else:
-        delta = flat[base[:, None] + np.arange(3)].astype(np.int64)
+    starts.sort(kind="stable")
+    keep = np.empty(starts.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(starts[1:], starts[:-1], out=keep[1:])
+    starts = starts[keep]
+    r = starts // width
+    base = starts * bpp + r * (rowlen - width * bpp) + 1  # = r * rowlen + 1 + x * bpp
     # each run's colour = sum of the differences since its row began (between changes the
-    # differences are zero), mod 256: a cumulative sum restarted at every row
-    total = np.cumsum(delta, axis=0)
-    first = np.searchsorted(starts, np.arange(height, dtype=np.int64) * width)
-    before = total[first] - delta[first]
-    chan = (total - before[r]) & 255
-    if bpp == 1:
-        values = chan[:, 0]
-    else:
-        values = (chan[:, 0] << 16) | (chan[:, 1] << 8) | chan[:, 2]
+    # differences are zero), mod 256: a cumulative sum restarted at every row, in uint8
+    # (which wraps mod 256). Colour runs are summed as little-endian B, G, R, 0 bytes, so
+    # that the bytes of a run read as one word are R<<16 | G<<8 | B, and rows are gathered
+    # as words.
+    k, word = (4, np.dtype("<u4")) if bpp == 3 else (1, np.dtype(np.uint8))
+    delta = np.zeros((starts.size, k), dtype=np.uint8)
+    for c in range(bpp):
+        delta[:, bpp - 1 - c] = flat[base + c]
+    total = np.cumsum(delta, axis=0, dtype=np.uint8)
+    sums = total.view(word).reshape(-1)
+    first = np.searchsorted(starts, np.arange(1, height, dtype=np.int64) * width)
+    before = np.zeros(height, dtype=word)  # the sums up to each row's first run
+    before[1:] = sums[first - 1]
+    total -= before[r].view(np.uint8).reshape(-1, k)
+    values = sums.astype(np.int64)
     return RowRuns(height, width, starts, values, bpp == 3)

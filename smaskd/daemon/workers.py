@@ -341,6 +341,7 @@ PRELOAD = [
     "smaskd.smask.export",
     "smaskd.importjob",
     "smaskd.smask.labelmap",
+    "cv2",  # the core loads it on first use (pngio.opencv): not in every job's fork
 ]
 
 

@@ -158,8 +158,11 @@ def object_instances_runs(
     h, w = obj.height, obj.width
     result = InstanceResult()
     cuts = np.concatenate((obj.starts, cls.starts))
-    cuts.sort()
-    cuts = cuts[np.r_[True, cuts[1:] != cuts[:-1]]]
+    cuts.sort(kind="stable")  # two ascending arrays: a merge
+    new = np.empty(cuts.size, dtype=bool)
+    new[0] = True
+    np.not_equal(cuts[1:], cuts[:-1], out=new[1:])
+    cuts = cuts[new]
     inst = obj.values[np.searchsorted(obj.starts, cuts, "right") - 1]
     keep = inst > 0
     if not keep.any():
@@ -170,11 +173,18 @@ def object_instances_runs(
     cuts, inst = cuts[keep], inst[keep].astype(np.int64)
     klass = klass[keep].astype(np.int64) + 1  # void -1 → 0
     span = int(klass.max()) + 1
-    pairs, inverse = np.unique(inst * span + klass, return_inverse=True)
-    counts = np.bincount(inverse, weights=length).astype(np.int64)  # exact below 2**53
+    keys = inst * span + klass
+    size = (int(inst.max()) + 1) * span
+    if size <= len(keys) * 64:  # few ids: a histogram instead of a sort
+        by_key = np.bincount(keys, weights=length, minlength=size)
+        pairs = np.flatnonzero(by_key)
+        counts = by_key[pairs].astype(np.int64)  # exact below 2**53
+    else:
+        pairs, inverse = np.unique(keys, return_inverse=True)
+        counts = np.bincount(inverse, weights=length).astype(np.int64)
     y = cuts // w
     xa = cuts - y * w
-    order = np.argsort(inst, kind="stable")
+    order = np.argsort(inst.astype(np.uint16) if size < (1 << 16) else inst, kind="stable")
     grouped = inst[order]
     first = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
     ids = grouped[first]

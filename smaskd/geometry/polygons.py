@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 from pycocotools import mask as _coco
 
 from smaskd.model import BitmapMask
+from smaskd.pngio import opencv
 
 __all__ = ["MaskPolygons", "bitmap_to_polygons", "mask_to_polygons"]
 
@@ -94,6 +94,7 @@ def mask_to_polygons(
     if mask.size == 0 or not mask.any():
         return out
     padded = np.pad(mask.astype(np.uint8), 1)
+    cv2 = opencv()  # loaded here, not at import: only ``--polygons`` needs it
     contours, hier = cv2.findContours(padded, cv2.RETR_TREE, cv2.CHAIN_APPROX_TC89_KCOS)
     if not contours:
         return out

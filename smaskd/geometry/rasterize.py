@@ -20,13 +20,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from pycocotools import mask as _coco
 
 from smaskd.errors import InputError
 from smaskd.geometry.rle import counts_array
 from smaskd.model import BitmapMask, Box, Ellipse, Polygon, RleMask, Shape
+from smaskd.pngio import opencv
 from smaskd.geometry.limits import check_outline
 
 __all__ = [
@@ -170,7 +170,7 @@ def ellipse_region(e: Ellipse, height: int, width: int, where: str) -> Region:
     # so this costs only the touched rows); the crop box is conservative: every polygon
     # vertex is within max(axes) of the centre, plus at most one pixel of rounding.
     canvas = np.zeros((height, width), dtype=np.uint8)
-    cv2.ellipse(canvas, center, axes, e.rotation, 0, 360, 255, thickness=-1)
+    opencv().ellipse(canvas, center, axes, e.rotation, 0, 360, 255, thickness=-1)
     r = max(axes) + 2
     r0, r1 = max(center[1] - r, 0), min(center[1] + r + 1, height)
     c0, c1 = max(center[0] - r, 0), min(center[0] + r + 1, width)

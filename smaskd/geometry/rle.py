@@ -215,32 +215,43 @@ def full_frame(mask: BitmapMask, height: int, width: int) -> np.ndarray:
 
 
 def bitmap_rle(mask: BitmapMask, height: int, width: int) -> dict:
-    """Compressed full-frame COCO RLE of a cropped bitmap, in O(crop columns x height).
+    """Compressed full-frame COCO RLE of a cropped bitmap, in O(crop size).
 
-    Only the frame columns the crop spans are materialised; the empty columns on either side
-    just lengthen the first and last run of zeros.
+    The crop is transposed (COCO runs go down the columns) with one empty pixel closing
+    every column, so each run lies inside one column and its start and end are found in
+    crop coordinates, then moved to the frame's; the frame outside the crop only lengthens
+    the runs of zeros between them. (Materialising the frame's columns instead cost an
+    import about a third more here.)
     """
     bm = np.asarray(mask.bitmap, dtype=bool)
     c0, c1 = max(mask.left, 0), min(mask.left + bm.shape[1], width)
     r0, r1 = max(mask.top, 0), min(mask.top + bm.shape[0], height)
-    if c0 >= c1 or r0 >= r1:
-        counts = [height * width]
-    else:
-        band = np.zeros((height, c1 - c0), dtype=np.uint8)
-        band[r0:r1] = bm[r0 - mask.top:r1 - mask.top, c0 - mask.left:c1 - mask.left]
-        flat = band.ravel(order="F")
-        edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-        bounds = np.concatenate(([0], edges, [flat.size]))
-        runs = np.diff(bounds).tolist()
+    total = height * width
+    # runs as a uint32 array, the type pycocotools converts a list of counts to: its
+    # conversion of a Python list cost more than the rest of this function
+    counts = np.array([total], dtype=np.uint32)
+    if c0 < c1 and r0 < r1:
+        rows = r1 - r0
+        step = rows + 1
+        cols = np.zeros((c1 - c0, step), dtype=bool)
+        cols[:, :rows] = bm[r0 - mask.top:r1 - mask.top, c0 - mask.left:c1 - mask.left].T
+        flat = cols.reshape(-1)
+        edge = np.flatnonzero(flat[1:] != flat[:-1])  # run starts and ends, alternating
+        edge += 1
         if flat[0]:
-            runs.insert(0, 0)
-        runs[0] += c0 * height
-        trailing = (width - c1) * height
-        if len(runs) % 2 == 0:  # ends inside the mask: trailing zeros are a new run, if any
-            if trailing:
-                runs.append(trailing)
-        else:
-            runs[-1] += trailing
-        counts = runs
+            edge = np.r_[0, edge]
+        if edge.size:
+            col = edge // step  # crop (col, row) → frame index (c0 + col) * height + r0 + row
+            at = edge + (col * (height - step) + (c0 * height + r0))
+            if rows == height:  # a run ending a column where the next one's starts: one run
+                join = np.flatnonzero(at[1:-1:2] == at[2::2]) * 2 + 1
+                if join.size:
+                    at = np.delete(at, np.concatenate((join, join + 1)))
+            n = at.size + (at[-1] != total)  # no empty last run
+            counts = np.empty(n, dtype=np.uint32)  # frame sizes are far below 2**32
+            counts[0] = at[0]
+            np.subtract(at[1:], at[:-1], out=counts[1:at.size], casting="unsafe")
+            if n > at.size:
+                counts[-1] = total - at[-1]
     rle = _coco.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
     return {"counts": rle["counts"].decode("ascii"), "size": [height, width]}

@@ -6,7 +6,10 @@ ones it does not handle; the fast encoders must give PNGs OpenCV reads back exac
 
 from __future__ import annotations
 
+import json
 import struct
+import subprocess
+import sys
 import zlib
 
 import cv2
@@ -15,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smaskd import pngio
 from smaskd.errors import InputError
 from smaskd.geometry.instances import object_instances, object_instances_runs
 from smaskd.pngio import (
@@ -25,6 +29,7 @@ from smaskd.pngio import (
     encode_rgb_png_fast,
 )
 from smaskd.smask.decode import class_runs, decode_class_png, decode_object_png, object_runs
+from tests.conftest import run_cli
 
 
 @st.composite
@@ -130,13 +135,27 @@ def test_header_errors_are_the_same_as_opencv_path():
         decode_runs(b"GIF89a" + b"\0" * 40, "x.png")
 
 
-def test_inflation_is_bounded_by_the_header():
-    """A stream that inflates past the rows the header announces is declined, not read."""
-    rows = b"".join(b"\1" + b"\0" * 9 for _ in range(1000))
-    ihdr = struct.pack(">IIBBBBB", 3, 2, 8, 2, 0, 0, 0)
-    data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(rows))
+def _png_of_stream(stream: bytes, w: int = 3, h: int = 2) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", stream)
             + _chunk(b"IEND", b""))
-    assert decode_runs(data) is None
+
+
+@pytest.mark.parametrize("one_shot", [True, False], ids=["one-shot", "streamed"])
+def test_inflation_is_bounded_by_the_header(monkeypatch, one_shot):
+    """A stream that inflates past the rows the header announces is declined, not read;
+    a truncated one too. Short streams are inflated in one call (their worst case is
+    small), long ones by the size-capped stream: both paths decide alike."""
+    if not one_shot:
+        monkeypatch.setattr(pngio, "_ONE_SHOT_BYTES", 0)
+    rows = b"".join(b"\1" + b"\0" * 9 for _ in range(1000))
+    assert decode_runs(_png_of_stream(zlib.compress(rows))) is None
+    good = zlib.compress(b"\1" + b"\7" * 9 + b"\1" + b"\0" * 9)
+    runs = decode_runs(_png_of_stream(good))
+    assert runs is not None and runs.values.tolist() == [0x070707, 0x0E0E0E, 0x151515, 0]
+    assert runs.starts.tolist() == [0, 1, 2, 3]
+    assert decode_runs(_png_of_stream(good[:-3])) is None  # no Adler-32: truncated
+    assert decode_runs(_png_of_stream(good + b"\0")) is not None  # as zlib: the end is the end
 
 
 COLORS = {(0, 0, 0): 0, (0, 255, 0): 1, (255, 0, 0): 2, (10, 20, 30): 3}
@@ -195,3 +214,24 @@ def test_dense_changes_go_to_opencv_not_to_gigabytes_of_runs():
     assert len(data) < 1 << 20
     assert decode_runs(data) is None
     assert np.array_equal(decode_png(data), rgb)
+
+
+def test_an_import_of_fast_path_pngs_never_loads_opencv(tmp_path):
+    """Loading cv2 was ~a quarter of a one-shot import's start-up; masks that take the fast
+    path (CVAT's, OpenCV's, smaskd's own) need none of it, so the CLI never pays for it."""
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "f.png", "width": 40, "height": 30}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                         "bbox": [2, 2, 20, 20], "segmentation": [[2, 2, 22, 2, 22, 22, 2, 22]]}],
+        "categories": [{"id": 1, "name": "car"}]}))
+    done = run_cli("export", src, "-o", tmp_path / "m.zip")
+    assert done.returncode == 0, done.stderr
+    code = ("import sys\nfrom pathlib import Path\nfrom smaskd.convert import import_file\n"
+            f"import_file(Path({str(tmp_path / 'm.zip')!r}), Path({str(tmp_path / 'o.json')!r}))\n"
+            "print('cv2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    assert json.loads((tmp_path / "o.json").read_text())["annotations"][0]["area"] == 400
