@@ -90,7 +90,7 @@ class _OpenFile:
         start, end = int(spans.starts[i]), int(spans.ends[i])
         data = os.pread(self.fd, end - start, start)
         if zlib.crc32(data) != int(crcs[i]):
-            raise InputError("the file changed while it was being converted", self.source)
+            raise self.changed()
         return json.loads(data, parse_constant=refuse_constant)
 
     def parsed_whole(self) -> Any:
