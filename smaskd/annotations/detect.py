@@ -54,7 +54,6 @@ __all__ = [
     "FORMATS",
     "datumaro_subset",
     "decide_format",
-    "detect_format",
     "read_annotation_doc",
     "read_annotation_file",
     "read_annotations_compact",
@@ -125,7 +124,7 @@ def _sniff(doc: Any) -> str:
 _LIST_KEYS = (("images", "COCO instances"), ("items", "Datumaro"), ("shapes", "LabelMe"))
 
 
-def _refuse(kind: str, doc: Any, source: str | None) -> InputError:
+def _refuse(kind: str, doc: Any, source: str) -> InputError:
     """The error for a document that is none of FORMATS.
 
     A document with a format's own key holding the wrong type (``"images": {}``,
@@ -136,10 +135,10 @@ def _refuse(kind: str, doc: Any, source: str | None) -> InputError:
         for key, fmt in _LIST_KEYS:
             if key in doc and not isinstance(doc[key], list):
                 try:
-                    expect_list(doc[key], At(source or "JSON").key(key))
+                    expect_list(doc[key], At(source).key(key))
                 except InputError as e:
                     return InputError(f"{e.message} ({fmt} JSON keeps its {key} in a list)",
-                                      e.where if source else key)
+                                      e.where)
     return InputError(_refusal(kind, doc), source)
 
 
@@ -159,14 +158,6 @@ def datumaro_subset(name: str | PurePath) -> str:
     """Datumaro's layout ``annotations/<subset>.json`` names the subset; else ``default``."""
     path = PurePath(name)
     return path.stem if path.parent.name == "annotations" and path.stem else "default"
-
-
-def detect_format(doc: Any) -> str:
-    """One of :data:`FORMATS` for a parsed document; ``InputError`` otherwise."""
-    kind = _sniff(doc)
-    if kind in FORMATS:
-        return kind
-    raise _refuse(kind, doc, None)
 
 
 def decide_format(doc: Any, fmt: str, source: str) -> str:
