@@ -98,6 +98,7 @@ class Run:
     wall_s: float
     peak_rss_mb: float
     tree_rss_mb: float
+    cpu_s: float = 0.0  # user + system of the child and the helpers it waited for (wait4)
     stdout: str = ""
     stderr: str = ""
 
@@ -143,7 +144,7 @@ def measure(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | No
     err_f.seek(0)
     run = Run(cmd=[str(c) for c in cmd], rc=proc.returncode, wall_s=wall,
               peak_rss_mb=ru.ru_maxrss / 1024, tree_rss_mb=peak_tree / 1024,
-              stdout=out_f.read()[-4000:], stderr=err_f.read()[-4000:])
+              cpu_s=ru.ru_utime + ru.ru_stime, stdout=out_f.read()[-4000:], stderr=err_f.read()[-4000:])
     out_f.close()
     err_f.close()
     return run
@@ -167,6 +168,9 @@ class Row:
     peak_rss_mb: float | None = None
     tree_rss_mb: float | None = None
     walls: list[float] = field(default_factory=list)
+    # CPU seconds, sorted: on a machine shared with other work, wall time measures the
+    # neighbours too, CPU time much less
+    cpus: list[float] = field(default_factory=list)
     note: str = ""
 
     @property
@@ -188,7 +192,8 @@ def repeat(row: Row, cmd: list[str], n: int, env: dict[str, str] | None = None) 
     med = runs[len(runs) // 2]
     row.wall_s, row.peak_rss_mb, row.tree_rss_mb = med.wall_s, med.peak_rss_mb, med.tree_rss_mb
     row.walls = [round(r.wall_s, 3) for r in runs]
-    print(f"  {row.tool:9} {row.phase:6} {row.wall_s:8.2f} s  peak {row.peak_rss_mb:7.1f} MB"
+    row.cpus = sorted(round(r.cpu_s, 3) for r in runs)
+    print(f"  {row.tool:9} {row.phase:6} {row.wall_s:8.2f} s  cpu {row.cpus[len(runs) // 2]:6.2f} s  peak {row.peak_rss_mb:7.1f} MB"
           f"  tree {row.tree_rss_mb:7.1f} MB  {med.stdout.strip().splitlines()[-1][:110] if med.stdout.strip() else ''}",
           flush=True)
     return row

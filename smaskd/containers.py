@@ -171,7 +171,7 @@ def read_annotation_zip(path: Path, fmt: str = "auto", *, name: str | None = Non
     ``fmt`` applies to the annotation files inside (``auto``: by content); ``name`` is the
     zip's original name (the daemon renames claimed files), used in messages.
     """
-    from smaskd.annotations.compact import CompactItems
+    from smaskd.annotations.rebuilt import CompactItems
     from smaskd.annotations.detect import read_annotation_doc
     from smaskd.annotations.jsonload import DEFAULT_MAX_BYTES, load_json_bytes
     from smaskd.safezip import SafeZip

@@ -144,7 +144,7 @@ def _read_labelmap(path: Path | None):
 
 def export_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()) -> ConvertResult:
     """Annotation JSON → Segmentation Mask zip at ``dst`` (atomic)."""
-    from smaskd.annotations.compact import read_annotations_compact
+    from smaskd.annotations.detect import read_annotations_compact
     from smaskd.smask.export import export_dataset
 
     from smaskd.containers import is_zip_head, read_annotation_zip

@@ -45,6 +45,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
+from smaskd.annotations.fields import check_frame_size, parse_rle
 from smaskd.annotations.jsonload import (
     At,
     expect_dict,
@@ -54,7 +55,6 @@ from smaskd.annotations.jsonload import (
     expect_numbers,
     expect_str,
 )
-from smaskd.geometry.rle import counts_total_from_string
 from smaskd.model import (
     RGB,
     Annotation,
@@ -66,12 +66,10 @@ from smaskd.model import (
     RleMask,
     resolve_background,
 )
-from smaskd.pngio import MAX_IMAGE_PIXELS
 
 __all__ = [
     "MAX_INSTANCE_ID",
     "append_coco_annotation",
-    "check_frame_size",
     "coco_reserved_ids",
     "finish_coco_item",
     "coco_annotation_image",
@@ -79,14 +77,12 @@ __all__ = [
     "coco_images",
     "coco_labels",
     "parse_color",
-    "parse_rle",
     "read_coco",
     "subset_from_coco_name",
 ]
 
 _T = TypeVar("_T")
 
-_RLE_CHARS = re.compile(r"[0-o]*")  # pycocotools' string alphabet: chr(48) .. chr(111)
 _HEX_COLOR = re.compile(r"#?([0-9a-fA-F]{6})")
 _SUBSET_NAME = re.compile(r"(?:instances|person_keypoints|stuff)_(.+)\.json", re.IGNORECASE)
 
@@ -118,60 +114,6 @@ def parse_color(value: Any, at: At) -> RGB:
         raise at.error(f"expected a colour [r, g, b], got {len(items)} values")
     r, g, b = (expect_int(v, at.index(i), 0, 255) for i, v in enumerate(items))
     return (r, g, b)
-
-
-def check_frame_size(height: int, width: int, at: At) -> None:
-    """Refuse frames the painter could not allocate (the same cap as for PNGs)."""
-    if height * width > MAX_IMAGE_PIXELS:
-        raise at.error(
-            f"frame size {height}x{width} (h x w) is over the limit of {MAX_IMAGE_PIXELS} pixels"
-        )
-
-
-def _string_counts_total(counts: str, at: At) -> int:
-    """Sum of the runs of a compressed COCO RLE string (pycocotools' ``rleFrString``).
-
-    pycocotools decodes a string whose runs fall short of ``h*w`` without complaint, leaving
-    the rest of its buffer uninitialised, so the total is checked here, at the boundary.
-    """
-    try:
-        total, negative = counts_total_from_string(counts)
-    except ValueError as e:
-        raise at.error(f"compressed RLE string: {e}") from None
-    if negative:
-        raise at.error("compressed RLE string decodes to a negative run length")
-    return total
-
-
-def parse_rle(value: Any, at: At) -> RleMask:
-    """``{"counts": [...] | "<str>", "size": [h, w]}`` → ``RleMask``, with the run total checked."""
-    rle = expect_dict(value, at)
-    size = expect_list(rle.get("size"), at.key("size"))
-    if len(size) != 2:
-        raise at.key("size").error(f"expected [height, width], got {len(size)} values")
-    height = expect_int(size[0], at.key("size").index(0), 1)
-    width = expect_int(size[1], at.key("size").index(1), 1)
-    check_frame_size(height, width, at.key("size"))
-    counts_at = at.key("counts")
-    raw = rle.get("counts")
-    if isinstance(raw, str):
-        if not _RLE_CHARS.fullmatch(raw):
-            raise counts_at.error("compressed RLE string has characters outside '0'..'o'")
-        total = _string_counts_total(raw, counts_at)
-        counts: str | tuple[int, ...] = raw
-    else:
-        runs = expect_list(raw, counts_at)
-        if runs and not set(map(type, runs)) <= {int}:
-            runs = [expect_int(v, counts_at.index(i), 0) for i, v in enumerate(runs)]
-        if runs and min(runs) < 0:
-            raise counts_at.error("RLE run lengths must not be negative")
-        total = sum(runs)
-        counts = tuple(runs)
-    if total != height * width:
-        raise counts_at.error(
-            f"RLE runs sum to {total}, expected height*width = {height}*{width} = {height * width}"
-        )
-    return RleMask(counts, height, width)
 
 
 def _is_id(value: Any) -> bool:

@@ -31,7 +31,6 @@ Decisions:
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Iterable
 from typing import Any
 
@@ -40,6 +39,7 @@ from pycocotools import mask as _coco
 from smaskd.annotations.writers import (
     WriteStats,
     check_mask,
+    file_name,
     is_real,
     mask_polygons,
 )
@@ -56,11 +56,6 @@ __all__ = [
     "file_name",
     "max_instance_id",
 ]
-
-
-def file_name(item: Item) -> str:
-    ext = posixpath.splitext(item.image_path)[1] if item.image_path else ""
-    return item.id + (ext or ".png")
 
 
 def _pixel_bbox(rle: dict) -> list[int]:

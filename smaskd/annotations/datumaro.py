@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from smaskd.annotations.coco import check_frame_size, parse_rle
+from smaskd.annotations.fields import check_frame_size, parse_rle
 from smaskd.annotations.jsonload import (
     At,
     expect_dict,

@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from smaskd.annotations.coco_writer import file_name
 from smaskd.annotations.writers import (
     WriteStats,
     check_mask,
+    file_name,
     is_real,
     mask_polygons,
 )

@@ -18,6 +18,15 @@ CVAT REST list     ``{"count", "next", "previous", "results"}``: refused, not an
 
 An explicit ``fmt`` skips detection, but a file that clearly is another format is still
 refused with both names, because reading COCO as LabelMe only produces a confusing error.
+
+Decided once, read once. :func:`read_annotations_compact` (the export's read) decides from
+the file's *head*, its top level with the big lists emptied (:func:`~smaskd.annotations.
+streamed.scan_file`: a scan in chunks, memory flat), and hands the file to exactly one
+reader: Datumaro and COCO instances are streamed (:mod:`smaskd.annotations.streamed`), the
+rest is read whole with the format's reader, its items kept pickled. A file whose top level
+is not plain (a list, a key twice, bytes or syntax the scan refuses) is parsed whole first,
+and decided on that; its reader is then the whole-document one, whose errors name the place.
+No reader hands a file back to another.
 """
 
 from __future__ import annotations
@@ -31,15 +40,23 @@ from smaskd.annotations.cvat import bundle_to_dataset, is_bundle
 from smaskd.annotations.datumaro import read_datumaro
 from smaskd.annotations.jsonload import DEFAULT_MAX_BYTES, At, expect_list, load_json_file
 from smaskd.annotations.labelme import read_labelme
+from smaskd.annotations.rebuilt import CompactItems, RebuiltItems
+from smaskd.annotations.streamed import (
+    STREAMED,
+    read_coco_streamed,
+    read_datumaro_streamed,
+    scan_file,
+)
 from smaskd.errors import InputError
 from smaskd.model import Dataset
 
 __all__ = [
     "FORMATS",
     "datumaro_subset",
-    "detect_format",
+    "decide_format",
     "read_annotation_doc",
     "read_annotation_file",
+    "read_annotations_compact",
 ]
 
 FORMATS = ("coco", "cvat", "datumaro", "labelme")
@@ -107,7 +124,7 @@ def _sniff(doc: Any) -> str:
 _LIST_KEYS = (("images", "COCO instances"), ("items", "Datumaro"), ("shapes", "LabelMe"))
 
 
-def _refuse(kind: str, doc: Any, source: str | None) -> InputError:
+def _refuse(kind: str, doc: Any, source: str) -> InputError:
     """The error for a document that is none of FORMATS.
 
     A document with a format's own key holding the wrong type (``"images": {}``,
@@ -118,10 +135,10 @@ def _refuse(kind: str, doc: Any, source: str | None) -> InputError:
         for key, fmt in _LIST_KEYS:
             if key in doc and not isinstance(doc[key], list):
                 try:
-                    expect_list(doc[key], At(source or "JSON").key(key))
+                    expect_list(doc[key], At(source).key(key))
                 except InputError as e:
                     return InputError(f"{e.message} ({fmt} JSON keeps its {key} in a list)",
-                                      e.where if source else key)
+                                      e.where)
     return InputError(_refusal(kind, doc), source)
 
 
@@ -143,12 +160,31 @@ def datumaro_subset(name: str | PurePath) -> str:
     return path.stem if path.parent.name == "annotations" and path.stem else "default"
 
 
-def detect_format(doc: Any) -> str:
-    """One of :data:`FORMATS` for a parsed document; ``InputError`` otherwise."""
+def decide_format(doc: Any, fmt: str, source: str) -> str:
+    """The format to read ``doc`` (a parsed document, or a file's head) as: the one decision.
+
+    ``fmt`` is the caller's (``auto``: by content); a refusal names ``source``.
+    """
+    _check_fmt(fmt)
     kind = _sniff(doc)
-    if kind in FORMATS:
+    if fmt == "auto":
+        if kind not in FORMATS:
+            raise _refuse(kind, doc, source)
         return kind
-    raise _refuse(kind, doc, None)
+    if kind in FORMATS and kind != fmt:
+        raise InputError(f"format {fmt!r} was requested, but the content is {kind} JSON", source)
+    if kind in ("cvat-rest", "cvat-list", "empty-list"):
+        raise InputError(_refusal(kind, doc), source)
+    return fmt
+
+
+def _check_fmt(fmt: str) -> None:
+    if fmt not in (*FORMATS, "auto"):
+        raise InputError(f"unknown annotation format {fmt!r}; expected auto|{'|'.join(FORMATS)}")
+
+
+def _source(name: str | PurePath) -> str:
+    return PurePath(name).name or str(name)
 
 
 def read_annotation_doc(
@@ -161,19 +197,13 @@ def read_annotation_doc(
     :func:`~smaskd.annotations.coco.subset_from_coco_name`), and a LabelMe item without
     ``imagePath``. It never chooses the format.
     """
-    if fmt not in (*FORMATS, "auto"):
-        raise InputError(f"unknown annotation format {fmt!r}; expected auto|{'|'.join(FORMATS)}")
+    return _read_as(doc, decide_format(doc, fmt, _source(name)), name)
+
+
+def _read_as(doc: Any, fmt: str, name: str | PurePath) -> Dataset:
+    """``doc`` read by the reader of ``fmt`` (decided), as a whole document."""
     path = PurePath(name)
-    source = path.name or str(name)
-    kind = _sniff(doc)
-    if fmt == "auto":
-        if kind not in FORMATS:
-            raise _refuse(kind, doc, source)
-        fmt = kind
-    elif kind in FORMATS and kind != fmt:
-        raise InputError(f"format {fmt!r} was requested, but the content is {kind} JSON", source)
-    elif kind in ("cvat-rest", "cvat-list", "empty-list"):
-        raise InputError(_refusal(kind, doc), source)
+    source = _source(name)
     if fmt == "coco":
         return read_coco(doc, source, subset_from_coco_name(source))
     if fmt == "datumaro":
@@ -189,11 +219,54 @@ def read_annotation_doc(
 def read_annotation_file(
     path: Path, fmt: str = "auto", *, name: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> Dataset:
-    """Load ``path`` safely and read it as ``fmt`` (``auto``: decided by content).
+    """Load ``path`` whole, safely, and read it as ``fmt`` (``auto``: decided by content).
 
     ``name`` is the file's original name when ``path`` is a renamed copy (the daemon's claim
     adds a job-id prefix); it is used for messages and for subsets derived from the name.
+    Every item is held; an export reads with :func:`read_annotations_compact` instead.
     """
     path = Path(path)
     doc = load_json_file(path, max_bytes=max_bytes, name=name or path.name)
     return read_annotation_doc(doc, fmt, name or path)
+
+
+def read_annotations_compact(
+    path: Path, fmt: str = "auto", *, name: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+    max_instances: int | None = None,
+) -> Dataset:
+    """The export's read of ``path``: the format decided once, then one reader (module doc).
+
+    The same dataset and errors as :func:`read_annotation_file`, its items rebuilt per
+    access (:class:`~smaskd.annotations.rebuilt.RebuiltItems`), so memory does not grow with
+    them. ``max_instances``: a COCO image or Datumaro item with more annotations is refused
+    (``LimitError``) as soon as the streamed read has counted that many, before the rest is
+    checked: an image with 10⁶ shapes is refused in about a second, not minutes. A Datumaro
+    file's items are checked by the first pass over them (the export's plan), so an error
+    in an item is raised then.
+    """
+    _check_fmt(fmt)
+    path = Path(path)
+    name_or_path = name or path
+    source = _source(name_or_path)
+    scan = scan_file(path, source, max_bytes)
+    if scan is None:  # not plainly one object: parsed whole, its errors located there
+        doc = load_json_file(path, max_bytes=max_bytes, name=name or path.name)
+        fmt = decide_format(doc, fmt, source)
+    else:
+        try:
+            fmt = decide_format(scan.head, fmt, source)
+        except BaseException:
+            scan.close()
+            raise
+        if fmt in STREAMED and STREAMED[fmt][0] in scan.scanned.lists:
+            read = read_datumaro_streamed if fmt == "datumaro" else read_coco_streamed
+            subset = (datumaro_subset(PurePath(name_or_path)) if fmt == "datumaro"
+                      else subset_from_coco_name(source))
+            return read(scan, source, subset, max_instances)
+        scan.close()
+        doc = (scan.head if not scan.scanned.lists  # the head is the whole document
+               else load_json_file(path, max_bytes=max_bytes, name=name or path.name))
+    dataset = _read_as(doc, fmt, name_or_path)
+    if not isinstance(dataset.items, RebuiltItems):  # a CVAT bundle expands tracks per frame
+        dataset.items = CompactItems(dataset.items)  # type: ignore[assignment]
+    return dataset

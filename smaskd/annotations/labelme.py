@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from smaskd.annotations.coco import check_frame_size
+from smaskd.annotations.fields import check_frame_size
 from smaskd.annotations.jsonload import (
     At,
     expect_dict,

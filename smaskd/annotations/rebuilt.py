@@ -1,18 +1,21 @@
 """Items built again at every access, for datasets too large to hold as objects.
 
-Why a module of its own: the streamed JSON reader (``streamed.py``) and the CVAT bundle reader
-(``cvat/bundle.py``) both hand the export a sequence whose items are rebuilt from what they
-keep (file offsets, keyframes); neither format reader should import the other to share it.
+Why a module of its own: the streamed JSON readers (``streamed.py``), the CVAT bundle reader
+(``cvat/bundle.py``) and the export's read of everything else (``detect.py``, items kept
+pickled: :class:`CompactItems`) all hand the export a sequence whose items are rebuilt from
+what they keep (file offsets, keyframes, pickles); no format reader should import another to
+share it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import pickle
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import overload
 
 from smaskd.model import Item
 
-__all__ = ["RebuiltItems"]
+__all__ = ["CompactItems", "RebuiltItems"]
 
 
 class RebuiltItems(Sequence[Item]):
@@ -77,3 +80,15 @@ class RebuiltItems(Sequence[Item]):
         if self._first_pass is not None:
             for _ in self:
                 pass
+
+
+class CompactItems(RebuiltItems):
+    """Items stored pickled; every access unpickles a fresh ``Item``.
+
+    For a dataset read whole (LabelMe, a COCO results list, a zip's members): its pickles are
+    about the size of its JSON, ~6x less than the live objects an export would otherwise hold.
+    """
+
+    def __init__(self, items: Iterable[Item] = ()) -> None:
+        blobs = [pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL) for item in items]
+        super().__init__(len(blobs), lambda i: pickle.loads(blobs[i]), blobs)

@@ -1,22 +1,26 @@
-"""Annotation files read for an export without holding them: memory flat in the item count.
+"""Datumaro and COCO files read for an export without holding them: memory flat in the items.
 
 An export touches each item twice (plan, render) and never needs two at once. So the file
-is scanned once in chunks (:mod:`smaskd.annotations.jsonscan`), every element of its big
-lists is parsed and checked once, in file order, exactly as the whole-file reader would
-(same errors, same warnings), and what stays is a few offsets per item. A Datumaro file is
-checked by the first iteration over its items (the export's plan); COCO's annotations must
-all be seen before an item is whole, so COCO is checked while it is read. Each later
-access reads the item's bytes back and parses them again: parsing one item costs less than
-keeping all of them, and ``Dataset.items`` stays a random-access sequence.
+is scanned once in chunks (:mod:`smaskd.annotations.jsonscan`): :func:`scan_file` gives the
+document's top level with its big lists emptied (the *head*, from which
+:mod:`smaskd.annotations.detect` decides the format) and where each list element lies. The
+reader of the decided format then parses and checks every element once, in file order, with
+the format's own per-element functions (same errors, same warnings as for a parsed
+document), and keeps a few offsets per item. A Datumaro file is checked by the first
+iteration over its items (the export's plan); COCO's annotations must all be seen before an
+item is whole, so COCO is checked while it is read. Each later access reads the item's bytes
+back and parses them again: parsing one item costs less than keeping all of them, and
+``Dataset.items`` stays a random-access sequence.
 
 A file changed while the export runs is an ``InputError`` (each element's CRC-32 is
 compared on every read), never a mix of two versions in one archive.
 
-Whenever the scan or the first pass meets anything it does not expect, the whole-file
-reader (:func:`~smaskd.annotations.detect.read_annotation_file`) reads the file instead and
-reports the problem in its usual words. One difference remains: a Datumaro file's items are
-checked one at a time, so an error in an early item is reported before a syntax error in a
-later one (the whole-file reader parses everything first); either way the file is refused.
+Nothing here falls back to another reader. A file whose top level is not plain (see
+``jsonscan``) gets no head, and detect reads it whole. An element or a gap between elements
+that does not parse is a syntax error: only then is the file parsed whole, by
+:func:`~smaskd.annotations.jsonload.load_json_bytes`, to say where, in the words every JSON
+error has (line and column). Because items are checked as they are read, a file with both
+a content error and a later syntax error is refused for whichever comes first in the file.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import os
 import weakref
 import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path, PurePath
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,11 +44,16 @@ from smaskd.annotations.coco import (
     coco_labels,
     coco_reserved_ids,
     finish_coco_item,
-    subset_from_coco_name,
+    read_coco,
 )
-from smaskd.annotations.datumaro import datumaro_item, datumaro_items
-from smaskd.annotations.detect import datumaro_subset, read_annotation_doc
-from smaskd.annotations.jsonload import DEFAULT_MAX_DEPTH, At, refuse_constant
+from smaskd.annotations.datumaro import datumaro_item, datumaro_items, read_datumaro
+from smaskd.annotations.jsonload import (
+    DEFAULT_MAX_DEPTH,
+    At,
+    expect_dict,
+    load_json_bytes,
+    refuse_constant,
+)
 from smaskd.annotations.jsonscan import (
     ListSpans,
     ScannedDocument,
@@ -55,14 +65,16 @@ from smaskd.errors import InputError
 from smaskd.geometry.limits import too_many_instances
 from smaskd.model import Dataset, Item, resolve_background
 
-__all__ = ["Fallback", "RebuiltItems", "read_streamed"]
+__all__ = ["STREAMED", "ScannedFile", "read_coco_streamed", "read_datumaro_streamed",
+           "scan_file"]
 
 _LIST_KEYS = ("items", "images", "annotations")  # Datumaro's, COCO's two
-_USED_LISTS = {"datumaro": ("items",), "coco": ("images", "annotations")}  # the first required
+#: The formats read here, and the lists each one reads (the first one it needs to stream).
+STREAMED = {"datumaro": ("items",), "coco": ("images", "annotations")}
 
 
-class Fallback(Exception):
-    """The streamed read gave up; read the file whole."""
+class _Unparsable(Exception):
+    """An element or the head did not parse."""
 
 
 class _OpenFile:
@@ -78,52 +90,103 @@ class _OpenFile:
         start, end = int(spans.starts[i]), int(spans.ends[i])
         data = os.pread(self.fd, end - start, start)
         if zlib.crc32(data) != int(crcs[i]):
-            raise InputError("the file changed while it was being converted", self.source)
+            raise self.changed()
         return json.loads(data, parse_constant=refuse_constant)
+
+    def parsed_whole(self) -> Any:
+        """The file parsed whole, for an error path only: a syntax error raised with its line
+        and column (:func:`~smaskd.annotations.jsonload.load_json_bytes`), as for any JSON."""
+        return load_json_bytes(os.pread(self.fd, os.fstat(self.fd).st_size, 0), self.source,
+                               DEFAULT_MAX_DEPTH)
+
+    def changed(self) -> InputError:
+        return InputError("the file changed while it was being converted", self.source)
 
     def close(self) -> None:
         self._closer()
 
 
-def read_streamed(path: Path, fmt: str, name: str | PurePath, source: str, max_bytes: int,
-                  whole: Callable[[], object], max_instances: int | None = None) -> Dataset:
-    """A Datumaro or COCO file as a ``Dataset`` of :class:`RebuiltItems`; else ``Fallback``.
+@dataclass(slots=True)
+class ScannedFile:
+    """A file whose top level is one plain object: its head parsed, its lists located."""
 
-    ``whole()`` reads the file whole, raising that reader's error: a Datumaro file's items
-    are first checked as the export plans them, after this returns, and an item the streamed
-    parse is unsure of is reported in the whole-file reader's words.
+    file: _OpenFile
+    scanned: ScannedDocument
+    head: dict  # the document with every list in ``scanned.lists`` emptied
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def scan_file(path: Path, source: str, max_bytes: int) -> ScannedFile | None:
+    """The top level of ``path`` when it is plainly one object; else None (read it whole).
+
+    None for a top level that is not an object (a COCO results list), a key twice, bytes or
+    syntax the scan or the head's parse does not accept, or a file that cannot be opened:
+    the whole-file read then reports the problem in its usual words. With no list found, the
+    head is the whole document.
     """
-    if fmt not in ("auto", "datumaro", "coco"):
-        raise Fallback
-    file = _OpenFile(path, source)
+    try:
+        file = _OpenFile(path, source)
+    except OSError:
+        return None
     try:
         scanned = scan_top_level_lists(file.fd, _LIST_KEYS, max_bytes, DEFAULT_MAX_DEPTH)
-        if scanned is None or not scanned.lists:
-            raise Fallback
-        head = _parse_head(scanned.head, tuple(scanned.lists))
-        if any(head.get(key) != [] for key in scanned.lists):
-            raise Fallback
-        header = read_annotation_doc(head, fmt, name)  # labels, and every check of the rest
-        used = _USED_LISTS.get(header.source_format, ())
-        if not used or used[0] not in scanned.lists:
-            raise Fallback
-        for key, spans in scanned.lists.items():
-            if key not in used:  # emptied from the head but read by nobody: still must parse
-                for _ in _checked_elements(file, spans, np.zeros(len(spans.starts), np.uint32)):
-                    pass
-        if header.source_format == "datumaro":
-            return _read_datumaro(file, scanned, header, name, source, whole, max_instances)
-        return _read_coco(file, scanned, header, head, source, max_instances)
+        if scanned is not None:
+            head = _parse_head(scanned.head, tuple(scanned.lists))
+            if all(head.get(key) == [] for key in scanned.lists):
+                return ScannedFile(file, scanned, head)
+    except (OSError, _Unparsable):
+        pass
+    file.close()
+    return None
+
+
+def read_datumaro_streamed(scan: ScannedFile, source: str, subset: str,
+                           max_instances: int | None = None) -> Dataset:
+    """A Datumaro file as a ``Dataset`` of :class:`RebuiltItems`, items checked on first pass.
+
+    ``subset`` is the one its name gives (``annotations/<subset>.json``).
+    """
+    try:
+        header = read_datumaro(scan.head, source, subset)  # labels, and every check of the rest
+        _parse_unused(scan, STREAMED["datumaro"])
+        return _read_datumaro(scan.file, scan.scanned, header, source, subset, max_instances)
     except BaseException:
-        file.close()
+        scan.close()
         raise
+
+
+def read_coco_streamed(scan: ScannedFile, source: str, subset: str,
+                       max_instances: int | None = None) -> Dataset:
+    """A COCO instances file as a ``Dataset`` of :class:`RebuiltItems`, checked as it is read.
+
+    ``subset`` is the one its name gives (``instances_<subset>.json``).
+    """
+    try:
+        header = read_coco(scan.head, source, subset)  # labels, and every check of the rest
+        _parse_unused(scan, STREAMED["coco"])
+        return _read_coco(scan.file, scan.scanned, header, scan.head, source, subset,
+                          max_instances)
+    except BaseException:
+        scan.close()
+        raise
+
+
+def _parse_unused(scan: ScannedFile, used: tuple[str, ...]) -> None:
+    """Lists emptied from the head but read by nobody must still parse."""
+    for key, spans in scan.scanned.lists.items():
+        if key not in used:
+            zeros = np.zeros(len(spans.starts), np.uint32)
+            for _ in _checked_elements(scan.file, spans, zeros, key, read=False):
+                pass
 
 
 def _parse(data: bytes, hook: Callable | None = None) -> Any:
     try:
         return json.loads(data, parse_constant=refuse_constant, object_pairs_hook=hook)
-    except Exception:  # syntax, NaN, recursion, huge integers: the whole-file reader words it
-        raise Fallback from None
+    except Exception:  # syntax, NaN, recursion, huge integers: jsonload words it
+        raise _Unparsable from None
 
 
 def _parse_head(head: bytes, keys: tuple[str, ...]) -> dict:
@@ -136,20 +199,39 @@ def _parse_head(head: bytes, keys: tuple[str, ...]) -> dict:
 
     doc = _parse(head, hook)
     if not isinstance(doc, dict) or not top:
-        raise Fallback
+        raise _Unparsable
     names = [k for k, _ in top[0]]
     if any(names.count(key) > 1 for key in keys):
-        raise Fallback
+        raise _Unparsable  # json keeps the last of two: the whole-file read does it
     return doc
 
 
-def _checked_elements(file: _OpenFile, spans: ListSpans, crcs: np.ndarray) -> Iterator[Any]:
-    """The elements parsed in file order, each one's CRC-32 noted for the later reads."""
+def _checked_elements(file: _OpenFile, spans: ListSpans, crcs: np.ndarray, key: str,
+                      read: bool = True) -> Iterator[Any]:
+    """The elements of list ``key`` parsed in file order, each one's CRC-32 noted for the later
+    reads. What does not parse, in an element or between two, is located in the whole file;
+    what parses there but is no object is refused as the format's reader refuses it (``read``:
+    a list nobody reads may hold anything)."""
     for i, data in enumerate(iter_elements(file.fd, spans)):
-        if data is None:
-            raise Fallback
+        if data is None:  # not white space and one comma between two objects
+            _not_objects(file, key, read)
+            return
         crcs[i] = zlib.crc32(data)
-        yield _parse(data)
+        try:
+            yield _parse(data)
+        except _Unparsable:
+            file.parsed_whole()  # raises the syntax error
+            raise file.changed() from None
+
+
+def _not_objects(file: _OpenFile, key: str, read: bool) -> None:
+    doc = file.parsed_whole()  # raises the syntax error, if that is what it is
+    values = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(values, list) or all(isinstance(v, dict) for v in values):
+        raise file.changed()
+    if read:  # every reader's first check of an element, for the first that fails it
+        first = next(i for i, v in enumerate(values) if not isinstance(v, dict))
+        expect_dict(values[first], At(file.source).key(key).index(first))
 
 
 def _counted(entries: Iterator[Any], max_instances: int | None) -> Iterator[Any]:
@@ -162,22 +244,16 @@ def _counted(entries: Iterator[Any], max_instances: int | None) -> Iterator[Any]
         yield entry
 
 
-def _read_datumaro(file: _OpenFile, scanned: ScannedDocument, header: Dataset,
-                   name: str | PurePath, source: str, whole: Callable[[], object],
-                   max_instances: int | None = None) -> Dataset:
+def _read_datumaro(file: _OpenFile, scanned: ScannedDocument, header: Dataset, source: str,
+                   subset: str, max_instances: int | None = None) -> Dataset:
     spans = scanned.lists["items"]
     crcs = np.zeros(len(spans.starts), dtype=np.uint32)
-    subset = datumaro_subset(name)
     n_labels = len(header.labels)
 
     def first_pass() -> Iterator[Item]:
-        try:
-            yield from datumaro_items(
-                _counted(_checked_elements(file, spans, crcs), max_instances), source, subset,
-                n_labels, header.warnings)
-        except Fallback:
-            whole()  # raises the whole-file reader's error for this file
-            raise InputError("the file changed while it was being converted", source) from None
+        yield from datumaro_items(
+            _counted(_checked_elements(file, spans, crcs, "items"), max_instances), source, subset,
+            n_labels, header.warnings)
 
     def build(i: int) -> Item:
         return datumaro_item(file.element(spans, crcs, i), source, i, subset, n_labels, [])
@@ -187,21 +263,20 @@ def _read_datumaro(file: _OpenFile, scanned: ScannedDocument, header: Dataset,
 
 
 def _read_coco(file: _OpenFile, scanned: ScannedDocument, header: Dataset, head: dict,
-               source: str, max_instances: int | None = None) -> Dataset:
+               source: str, subset: str, max_instances: int | None = None) -> Dataset:
     """COCO: images checked in order, then annotations, as ``read_coco``; grouped by image.
 
     What stays per image is its span; per annotation its span and its image's index, so an
     item is its image entry plus its annotations (in file order) read back.
     """
     root = At(source)
-    subset = subset_from_coco_name(source)
     labels, label_of = coco_labels(head, root)
     background = resolve_background(labels)
     images = scanned.lists["images"]
     image_crcs = np.zeros(len(images.starts), dtype=np.uint32)
     index_of: dict[Any, int] = {}
     frame: list[tuple[str, str, int | None, int | None]] = []  # what an annotation's check needs
-    checked = coco_images(_checked_elements(file, images, image_crcs), root, subset)
+    checked = coco_images(_checked_elements(file, images, image_crcs, "images"), root, subset)
     for i, (image_id, item) in enumerate(checked):
         index_of[image_id] = i
         frame.append((item.id, item.subset, item.height, item.width))
@@ -213,7 +288,8 @@ def _read_coco(file: _OpenFile, scanned: ScannedDocument, header: Dataset, head:
     per_image = [0] * len(frame)  # counted as they come: 10⁶ on one image stop at the limit
     limit = count if max_instances is None else max_instances
     anns_at = root.key("annotations")
-    for k, ann in enumerate(_checked_elements(file, anns, ann_crcs) if anns else ()):
+    for k, ann in enumerate(_checked_elements(file, anns, ann_crcs, "annotations")
+                           if anns else ()):
         at = anns_at.index(k)
         ann, i = coco_annotation_image(ann, at, index_of)
         item_id, item_subset, height, width = frame[i]

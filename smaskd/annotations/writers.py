@@ -16,6 +16,7 @@ The writers import this module and never the other way round. The shared decisio
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -29,9 +30,16 @@ __all__ = [
     "check_mask",
     "dump_json",
     "dumps",
+    "file_name",
     "is_real",
     "mask_polygons",
 ]
+
+
+def file_name(item: Item) -> str:
+    """The image file an item names in both writers: its own extension, else ``.png``."""
+    ext = posixpath.splitext(item.image_path)[1] if item.image_path else ""
+    return item.id + (ext or ".png")
 
 
 @dataclass(slots=True)

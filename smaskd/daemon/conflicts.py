@@ -23,19 +23,30 @@ A skipped or superseded job still publishes its log beside, under a keep-both na
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from smaskd.config import Rule
 from smaskd.daemon import outbox
 from smaskd.daemon.journal import Journal
 
-if TYPE_CHECKING:
-    from smaskd.daemon.jobs import Job
-
-__all__ = ["decide"]
+__all__ = ["PublishingJob", "decide"]
 
 
-def decide(journal: Journal, job: Job, box: Path, stem: str, suffix: str, log_suffix: str,
-           on_conflict: str) -> tuple[str | None, str | None, bool]:
+class PublishingJob(Protocol):
+    """What the decision reads of a job (:class:`smaskd.daemon.jobs.Job` is one).
+
+    Why a protocol and not an import: ``jobs`` calls this module, so importing ``jobs`` back,
+    even for type hints, would make the two a cycle; this names only what is read.
+    """
+
+    job_id: str
+    rule: Rule | None
+    sha256: str | None
+    log: Any
+
+
+def decide(journal: Journal, job: PublishingJob, box: Path, stem: str, suffix: str,
+           log_suffix: str, on_conflict: str) -> tuple[str | None, str | None, bool]:
     """(stem to publish under or None, why it is not published or None, keep the input);
     the stem is free for both the result and its log (``log_suffix``). ``on_conflict`` is
     the rule's, unless the caller overrode it (a folder at the output name: keep both)."""

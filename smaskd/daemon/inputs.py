@@ -15,17 +15,47 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from smaskd.config import Config, Inbox
 from smaskd.daemon import claims as claims_mod
 from smaskd.daemon import dirs, outbox
+from smaskd.daemon.journal import Journal
 from smaskd.daemon.renames import rename_noreplace
 
-if TYPE_CHECKING:
-    from smaskd.daemon.jobs import Job, Jobs
+__all__ = ["Unmovable", "UnmovableJob", "UnmovableJobs", "leave_unmovable", "rename_unreadable",
+           "unreadable"]
 
-__all__ = ["Unmovable", "leave_unmovable", "rename_unreadable", "unreadable"]
+
+class UnmovableJob(Protocol):
+    """What failing an unmovable input reads of its job (:class:`smaskd.daemon.jobs.Job`)."""
+
+    job_id: str
+    inbox: Inbox
+    name: str
+    rel: str
+    claim_path: Path
+    log: Any
+
+
+class UnmovableJobs(Protocol):
+    """The job queue's part in it (:class:`smaskd.daemon.jobs.Jobs` implements it).
+
+    Why a protocol and not an import: ``jobs`` calls this module, so importing ``jobs`` back,
+    even for type hints, would make the two a cycle; this names only what is used.
+    """
+
+    config: Config
+    journal: Journal
+    log: Any
+    failed: int
+    on_left: Callable[[Inbox, Path, str], None] | None
+
+    def _reason(self, error: dict[str, Any]) -> str: ...
+
+    def _summary(self, job: Any, event: str, **fields: Any) -> dict[str, Any]: ...
 
 
 class Unmovable(OSError):
@@ -65,7 +95,8 @@ def rename_unreadable(src_dir: int, src: str, folder: Path, name: str,
         return folder / target
 
 
-def leave_unmovable(jobs: Jobs, job: Job, error: dict[str, Any], why: OSError) -> None:
+def leave_unmovable(jobs: UnmovableJobs, job: UnmovableJob, error: dict[str, Any],
+                    why: OSError) -> None:
     """Fail an input that failed/ cannot take: back into the inbox under its name, never
     over another file, and reported (``jobs.on_left``: STATUS, ``smaskd status``); the
     intake leaves it alone until it changes."""

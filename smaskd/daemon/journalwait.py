@@ -21,29 +21,47 @@ database is locked``) for as long as it lasts.
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from smaskd.daemon import claims as claims_mod
-from smaskd.daemon.backoff import Fault, Waiter
+from smaskd.daemon.backoff import Fault, Waiter, Waiting
 from smaskd.daemon.intake import Candidate
+from smaskd.daemon.journal import Journal
 from smaskd.daemon.renames import rename_noreplace
 from smaskd.errors import JournalError
 from smaskd.log import JOB_LOGS
 
-if TYPE_CHECKING:
-    from smaskd.daemon.jobs import Job, Jobs
+__all__ = ["HeldJob", "JournalledJobs", "fault_of", "undo_claim", "wait"]
 
-__all__ = ["fault_of", "undo_claim", "wait"]
+
+class HeldJob(Protocol):
+    """What holding a job reads of it (:class:`smaskd.daemon.jobs.Job` is one)."""
+
+    job_id: str
+    journaled: str | None
+
+
+class JournalledJobs(Protocol):
+    """The job queue's part (:class:`smaskd.daemon.jobs.Jobs` implements it).
+
+    Why a protocol and not an import: ``jobs`` calls this module, so importing ``jobs`` back,
+    even for type hints, would make the two a cycle; this names only what is used.
+    """
+
+    journal: Journal
+    waiting: Waiting
+    log: Any
 
 #: Journal states past which a job resumes from its row (``recovery.resume``).
 _RECORDED = ("publishing", "published", "failing", "failed", "done")
 
 
-def fault_of(jobs: Jobs, error: JournalError) -> Fault:
+def fault_of(jobs: JournalledJobs, error: JournalError) -> Fault:
     return Fault("journal", jobs.journal.path, error.message, "journal")
 
 
-def wait(jobs: Jobs, job: Job, error: JournalError, step: str, out: Any = None) -> None:
+def wait(jobs: JournalledJobs, job: HeldJob, error: JournalError, step: str,
+         out: Any = None) -> None:
     """Hold ``job`` until the journal takes a write; redo ``step`` then (or resume from
     its row, if the row already records a later state)."""
     JOB_LOGS.open(job.job_id)  # keep collecting: the log is written when it finishes
@@ -57,7 +75,7 @@ def wait(jobs: Jobs, job: Job, error: JournalError, step: str, out: Any = None) 
     jobs.waiting.park(fault_of(jobs, error), Waiter(job, step, out))
 
 
-def undo_claim(jobs: Jobs, claim: claims_mod.Claim, cand: Candidate,
+def undo_claim(jobs: JournalledJobs, claim: claims_mod.Claim, cand: Candidate,
                error: JournalError) -> bool:
     """Rename a claim the journal could not record back to its place in the inbox; False
     if it cannot go back (its name was taken meanwhile): the caller holds it as a job."""

@@ -17,15 +17,35 @@ import errno
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from smaskd.config import Rule
 from smaskd.daemon import outbox
 from smaskd.daemon.backoff import Fault
 
-if TYPE_CHECKING:
-    from smaskd.daemon.jobs import Job, Jobs
+__all__ = ["NO_ROOM", "SpooledJob", "SpoolingJobs", "TooLarge", "copy_in", "no_room", "room_for",
+           "spool_dir"]
 
-__all__ = ["NO_ROOM", "TooLarge", "copy_in", "no_room", "room_for", "spool_dir"]
+
+class SpooledJob(Protocol):
+    """What bringing a spooled result in reads of its job (:class:`smaskd.daemon.jobs.Job`)."""
+
+    rule: Rule | None
+
+
+class SpoolingJobs(Protocol):
+    """The job queue's part (:class:`smaskd.daemon.jobs.Jobs` implements it).
+
+    Why a protocol and not an import: ``jobs`` calls this module, so importing ``jobs`` back,
+    even for type hints, would make the two a cycle; this names only what is called.
+    """
+
+    def _result_path(self, job: Any) -> Path: ...
+
+    def fail(self, job: Any, error: dict[str, Any]) -> None: ...
+
+    def _park(self, job: Any, error: Any, step: str, out: Any = None,
+              fault: Fault | None = None) -> bool: ...
 
 #: Errnos that say "the outbox has no room": the job's next run is spooled.
 NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -79,7 +99,7 @@ def copy_in(spooled: Path, staging: Path) -> None:
         os.close(dfd)
 
 
-def room_for(jobs: Jobs, job: Job, out: Any, staging: Path) -> bool:
+def room_for(jobs: SpoolingJobs, job: SpooledJob, out: Any, staging: Path) -> bool:
     """Bring ``job``'s spooled result to ``staging`` in the outbox if it has room; else
     park the job (a ``space`` wait) or fail it (it can never fit). True: go on publishing."""
     spooled = jobs._result_path(job)

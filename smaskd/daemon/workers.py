@@ -337,7 +337,7 @@ class _Running:
 PRELOAD = [
     "smaskd.daemon.workers",
     "structlog",
-    "smaskd.annotations.compact",
+    "smaskd.annotations.detect",
     "smaskd.smask.export",
     "smaskd.importjob",
     "smaskd.smask.labelmap",

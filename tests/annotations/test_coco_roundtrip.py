@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from smaskd.annotations.compact import read_annotations_compact
+from smaskd.annotations.detect import read_annotations_compact
 from smaskd.annotations.detect import read_annotation_file
 from smaskd.convert import ConvertOptions, export_file, import_file
 from smaskd.errors import InputError

@@ -1,8 +1,10 @@
 """The export's reader: the same Dataset and the same errors as ``read_annotation_file``.
 
-``read_annotations_compact`` scans a Datumaro or COCO file in chunks (``jsonscan``) and reads
-each item back from the file when asked (``streamed``); anything else is read whole and kept
-pickled. Whatever it meets, its result or its error must be the whole-file reader's.
+``read_annotations_compact`` (``detect.py``) decides the format once, from the file's head
+(``streamed.scan_file``: scanned in chunks by ``jsonscan``); a Datumaro or COCO file is then
+read by its streamed reader, each item read back from the file when asked; anything else is
+read whole and kept pickled. Whatever it meets, its result or its error must be the
+whole-file reader's.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smaskd.annotations import jsonscan
-from smaskd.annotations.compact import CompactItems, read_annotations_compact
-from smaskd.annotations.detect import read_annotation_file
-from smaskd.annotations.streamed import RebuiltItems
+from smaskd.annotations.detect import read_annotation_file, read_annotations_compact
+from smaskd.annotations.rebuilt import CompactItems, RebuiltItems
 from smaskd.errors import InputError
 from smaskd.model import BitmapMask
 from tests.conftest import CORPUS, GOLDEN, corpus_available
@@ -261,8 +262,7 @@ def test_a_file_changed_during_the_export_is_refused(tmp_path):
 
 def test_an_escaped_second_items_key_falls_back_to_the_whole_document(tmp_path) -> None:
     """``"items": [A, B], "\\u0069tems": [C]``: json keeps the last key, so must we."""
-    from smaskd.annotations.compact import read_annotations_compact
-    from smaskd.annotations.detect import read_annotation_file
+    from smaskd.annotations.detect import read_annotation_file, read_annotations_compact
 
     item = '{{"id": "{}", "annotations": [], "image": {{"size": [4, 4]}}}}'
     text = ('{"categories": {"label": {"labels": []}}, "items": [' + item.format("a") + ", "
@@ -314,3 +314,28 @@ def test_a_failed_first_pass_closes_the_file(tmp_path):
         assert len(os.listdir("/proc/self/fd")) <= before + 1
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("text", [
+    json.dumps(DOC),
+    json.dumps(DOC).replace('"id": "b"', '"id": "b" "x"'),  # a syntax error in the last item
+    json.dumps(DOC).replace('"label_id": 1', '"label_id": 7'),  # a content error in an item
+    json.dumps({**DOC, "items": [DOC["items"][0], 5]}),  # an item that is no object
+    _coco(),
+    _coco(images=COCO["images"] + [COCO["images"][0]]),  # duplicate image id
+    _coco(annotations=[1]),
+    json.dumps({"shapes": [], "imagePath": "a.png", "imageHeight": 2, "imageWidth": 2}),
+    json.dumps(list(COCO["annotations"])),  # a results list: read whole
+])
+def test_the_format_is_decided_once_and_one_reader_reads(tmp_path, monkeypatch, text):
+    """The export's read decides the format once, from the file's head (or the whole document
+    when the head cannot be had), and the reader it picks reports every error itself: no
+    reader hands the file to another, which then decides again."""
+    from smaskd.annotations import detect
+
+    decisions = []
+    sniff = detect._sniff
+    monkeypatch.setattr(detect, "_sniff", lambda doc: decisions.append(1) or sniff(doc))
+    path = _write(tmp_path, text)
+    outcome(read_annotations_compact, path)
+    assert len(decisions) == 1

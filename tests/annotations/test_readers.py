@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smaskd.annotations.detect import detect_format, read_annotation_doc, read_annotation_file
+from smaskd.annotations.detect import decide_format, read_annotation_doc, read_annotation_file
 from smaskd.errors import InputError, SmaskdError
 from smaskd.geometry.rle import encode_rle
 from smaskd.model import BitmapMask, Box, Ellipse, Label, NonMask, Polygon, RleMask
@@ -589,10 +589,10 @@ def test_labelme_ignore_label_is_kept_with_a_warning(tmp_path):
 
 
 def test_detect_by_content_not_name():
-    assert detect_format(dm_doc([])) == "datumaro"
-    assert detect_format(coco_doc([])) == "coco"
-    assert detect_format([{"image_id": 1, "segmentation": {}}]) == "coco"
-    assert detect_format(lm_doc([])) == "labelme"
+    assert decide_format(dm_doc([]), "auto", "x.json") == "datumaro"
+    assert decide_format(coco_doc([]), "auto", "x.json") == "coco"
+    assert decide_format([{"image_id": 1, "segmentation": {}}], "auto", "x.json") == "coco"
+    assert decide_format(lm_doc([]), "auto", "x.json") == "labelme"
 
 
 @pytest.mark.parametrize(
@@ -612,7 +612,7 @@ def test_detect_by_content_not_name():
 )
 def test_detect_refuses_with_a_clear_message(doc, message):
     with pytest.raises(InputError, match=message):
-        detect_format(doc)
+        decide_format(doc, "auto", "x.json")
     with pytest.raises(InputError, match=message):
         read_annotation_doc(doc, "auto", "x.json")
 
