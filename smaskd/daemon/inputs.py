@@ -52,6 +52,9 @@ class UnmovableJobs(Protocol):
     log: Any
     failed: int
     on_left: Callable[[Inbox, Path, str], None] | None
+    on_failed: Callable[[dict[str, Any]], None] | None  # notifications.py
+
+    def ended(self, job: Any, outcome: str) -> None: ...  # metrics.py counts it
 
     def _reason(self, error: dict[str, Any]) -> str: ...
 
