@@ -38,6 +38,7 @@ __all__ = [
     "ZipKind",
     "annotation_members",
     "classify_zip_names",
+    "is_zip",
     "is_zip_head",
     "read_annotation_zip",
     "sniff_file",
@@ -100,25 +101,39 @@ def _zip_kind(fh: BinaryIO) -> ZipKind | None:
         return None
 
 
-def sniff_file(fh: BinaryIO) -> Kind | None:
-    """What an open file is: ``annotations`` (JSON, an export zip, a backup), ``masks``
-    (a mask zip) or None. A zip is decided by its directory, JSON by its first bytes."""
+def _json_head(head: bytes) -> bool:
+    return head.lstrip(b"\xef\xbb\xbf").lstrip(b" \t\r\n")[:1] in (b"{", b"[")
+
+
+def is_zip(fh: BinaryIO) -> bool:
+    """Whether the open file is to be read as a zip: by its first bytes, or, when they are
+    not JSON's, by an end record found as ``zipfile`` finds it (a self-extractor's prefix).
+
+    The one check for "zip or JSON": :func:`sniff_file` (auto, rule kinds, route) and
+    ``convert.export_file`` (which reader) both ask it, so a file sniffed as an export zip
+    is read as one.
+    """
     fh.seek(0)
     head = fh.read(SNIFF_BYTES)
     if is_zip_head(head):
+        return True
+    if _json_head(head):
+        return False
+    from smaskd.zipdir import has_directory
+
+    return has_directory(fh)
+
+
+def sniff_file(fh: BinaryIO) -> Kind | None:
+    """What an open file is: ``annotations`` (JSON, an export zip, a backup), ``masks``
+    (a mask zip) or None. A zip is decided by its directory, JSON by its first bytes."""
+    if is_zip(fh):
         kind = _zip_kind(fh)
         if kind is None:
             return None
         return "masks" if kind == "masks" else "annotations"
-    text = head.lstrip(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
-    if text[:1] in (b"{", b"["):
-        return "annotations"
-    from smaskd.zipdir import has_directory
-
-    if has_directory(fh):  # a self-extractor's prefix: a zip by its end record, as zipfile reads it
-        kind = _zip_kind(fh)
-        return "annotations" if kind in ("export", "backup") else "masks"
-    return None
+    fh.seek(0)
+    return "annotations" if _json_head(fh.read(SNIFF_BYTES)) else None
 
 
 def annotation_members(names: Iterable[str]) -> list[str]:
@@ -164,12 +179,44 @@ def _join(parts: list[Dataset]) -> Dataset:
     return Dataset(labels, items, parts[0].source_format, warnings)
 
 
+def _refuse_crowded(doc: object, limit: int, source: str) -> None:
+    """An item with more than ``limit`` annotations is refused before any is built, as the
+    streamed reader refuses it in a bare JSON (a Datumaro item's count, a COCO image's "more
+    than"), so a zip is refused where its JSON is, and as quickly."""
+    from collections import Counter
+
+    from smaskd.annotations.coco import coco_image, subset_from_coco_name
+    from smaskd.annotations.jsonload import At
+    from smaskd.geometry.limits import too_many_instances
+
+    if not isinstance(doc, dict):
+        return
+    items = doc.get("items")
+    if isinstance(items, list):  # Datumaro
+        for entry in items:
+            anns = entry.get("annotations") if isinstance(entry, dict) else None
+            if isinstance(anns, list) and len(anns) > limit:
+                raise too_many_instances(len(anns), limit, str(entry.get("id")))
+    anns, images = doc.get("annotations"), doc.get("images")
+    if isinstance(anns, list) and isinstance(images, list):  # COCO
+        counts = Counter(a.get("image_id") for a in anns if isinstance(a, dict))
+        crowded = {k for k, n in counts.items() if n > limit}
+        for k, img in enumerate(images):
+            if isinstance(img, dict) and img.get("id") in crowded:
+                at = At(source).key("images").index(k)
+                item = coco_image(img, at, subset_from_coco_name(source))[1]
+                raise too_many_instances(f"more than {limit}", limit, item.id)
+
+
 def read_annotation_zip(path: Path, fmt: str = "auto", *, name: str | None = None,
-                        max_bytes: int | None = None) -> Dataset:
+                        max_bytes: int | None = None,
+                        max_instances: int | None = None) -> Dataset:
     """A CVAT export zip or task backup → ``Dataset`` (as its JSON would give).
 
     ``fmt`` applies to the annotation files inside (``auto``: by content); ``name`` is the
     zip's original name (the daemon renames claimed files), used in messages.
+    ``max_instances``: an item (a Datumaro item, a COCO image) with more annotations is
+    refused before its annotations are built, as in a bare JSON file.
     """
     from smaskd.annotations.rebuilt import CompactItems
     from smaskd.annotations.detect import read_annotation_doc
@@ -190,6 +237,8 @@ def read_annotation_zip(path: Path, fmt: str = "auto", *, name: str | None = Non
         for member in annotation_members(names):
             try:
                 doc = load_json_bytes(zf.read(member, limit), posixpath.basename(member))
+                if max_instances is not None:
+                    _refuse_crowded(doc, max_instances, posixpath.basename(member))
                 parts.append(read_annotation_doc(doc, fmt, PurePosixPath(member)))
             except SmaskdError as e:
                 _locate(e, label, member)

@@ -147,15 +147,16 @@ def export_file(src: Path, dst: Path, options: ConvertOptions = ConvertOptions()
     from smaskd.annotations.detect import read_annotations_compact
     from smaskd.smask.export import export_dataset
 
-    from smaskd.containers import is_zip_head, read_annotation_zip
+    from smaskd.containers import is_zip, read_annotation_zip
 
     labelmap = _read_labelmap(options.labelmap)
     limits = {} if options.max_input_bytes is None else {"max_bytes": options.max_input_bytes}
     with open(src, "rb") as fh:
-        zipped = is_zip_head(fh.read(4))
+        zipped = is_zip(fh)  # as sniffing decides it (a self-extractor's prefix included)
     if zipped:  # a CVAT export zip or task backup: a container of annotation files
         dataset = read_annotation_zip(Path(src), options.source_format,
-                                      name=options.source_name, **limits)
+                                      name=options.source_name,
+                                      max_instances=options.limits.max_instances, **limits)
     else:
         dataset = read_annotations_compact(Path(src), options.source_format,
                                            name=options.source_name,

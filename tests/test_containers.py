@@ -7,6 +7,7 @@ from the corpus's golden scenes and COCO files, and exported next to the bare JS
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from smaskd.containers import classify_zip_names, read_annotation_zip, sniff_file
 from smaskd.convert import ConvertOptions, convert_file, export_file, resolve_action
 from smaskd.errors import InputError, SmaskdError, UnsafeArchiveError
+from smaskd.geometry.limits import InputLimits, LimitError
 from tests.conftest import CORPUS, GOLDEN, golden_cases, needs_corpus
 from tests.smask.test_export_golden import zip_members
 
@@ -122,3 +124,50 @@ def test_export_zips_are_vetted_like_mask_zips(tmp_path):
         z.writestr("../escape.txt", b"x")
     with pytest.raises(UnsafeArchiveError):
         read_annotation_zip(evil)
+
+
+def _tiny_docs() -> dict[str, tuple[str, dict]]:
+    """A Datumaro item and a COCO image, each with 3 annotations (the Datumaro item's: 2
+    points, which are no mask shapes, and a polygon)."""
+    datumaro = {"categories": {"label": {"labels": [{"name": "cat"}]}}, "items": [
+        {"id": "a", "image": {"size": [6, 8]}, "annotations": [
+            *({"type": "points", "points": [1, 1], "label_id": 0, "id": i} for i in range(2)),
+            {"type": "polygon", "points": [1, 1, 6, 1, 6, 4], "label_id": 0, "id": 9}]}]}
+    coco = {"images": [{"id": 1, "file_name": "img1.png", "width": 8, "height": 6}],
+            "categories": [{"id": 1, "name": "cat"}],
+            "annotations": [{"id": i, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                             "area": 2.0, "bbox": [1, 1, 2, 2],
+                             "segmentation": [[1, 1, 3, 1, 3, 3]]} for i in range(1, 4)]}
+    return {"datumaro": ("annotations/default.json", datumaro),
+            "coco": ("annotations/instances_default.json", coco)}
+
+
+@pytest.mark.parametrize("fmt", ["datumaro", "coco"])
+def test_a_self_extracting_export_zip_is_exported_as_a_zip(fmt, tmp_path):
+    """Sniffing takes a zip behind a self-extractor's prefix for what its directory says (an
+    export zip); export_file decided "zip" by the first 4 bytes and read it as JSON."""
+    member, doc = _tiny_docs()[fmt]
+    packed = cvat_zip(tmp_path / "task.zip", {member: json.dumps(doc).encode()})
+    sfx = tmp_path / "task.exe"
+    sfx.write_bytes(b"MZ\x90\x00" + bytes(200) + packed.read_bytes())
+    with open(sfx, "rb") as fh:
+        assert sniff_file(fh) == "annotations"
+    assert resolve_action(sfx, "auto") == "export"
+    got = export_or_error(sfx, tmp_path / "sfx.zip")
+    assert isinstance(got, dict), got
+    assert got == export_or_error(packed, tmp_path / "plain.zip")
+
+
+@pytest.mark.parametrize("fmt", ["datumaro", "coco"])
+def test_max_instances_refuses_an_export_zip_as_it_refuses_its_json(fmt, tmp_path):
+    """``max_instances`` reached the JSON reader only: the zip was read whole and refused (if
+    at all) at plan time, counting mask shapes only (the Datumaro item's points passed)."""
+    member, doc = _tiny_docs()[fmt]
+    bare = tmp_path / "doc.json"
+    bare.write_text(json.dumps(doc))
+    packed = cvat_zip(tmp_path / "task.zip", {member: bare.read_bytes()})
+    limits = InputLimits(max_instances=2)
+    want = export_or_error(bare, tmp_path / "json.zip", limits=limits)
+    assert want[0] is LimitError and "the limit is 2 per item (max_instances)" in want[1]
+    assert export_or_error(packed, tmp_path / "zip.zip", limits=limits) == want
+    assert isinstance(export_or_error(packed, tmp_path / "ok.zip"), dict)  # default limit

@@ -759,7 +759,7 @@ class Jobs:
                   "size": job.size, "host_id": self.config.host_id,
                   "smaskd_version": __version__, "log": log_path,
                   "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        target = moved.parent / f"{moved.name}.error.json"
+        target = moved.parent / names.report_name(moved.name)
         staging = outbox.staging_path(moved.parent, job.job_id, ".error.json")
         outbox.write_staging(staging, outbox.report_bytes(report), self.config.file_mode)
         outbox.publish(staging, target, replace=True)

@@ -14,7 +14,9 @@ names"):
   ``NUL`` → ``NUL_``, ``com1.tar`` → ``com1_.tar``.
 
 Two inputs that map to one name (``a:b.json`` and ``a?b.json``) are a name conflict like any
-other, settled by the rule's ``on_conflict``. The job log keeps the original input name. Kept
+other, settled by the rule's ``on_conflict``. The job log keeps the original input name. A failed
+input keeps its own name in ``failed/`` (it is the user's file), but its report there is
+named by :func:`report_name`, mapped the same way. Kept
 apart from ``outbox.py`` (how files are written) because this is only about *which* name.
 """
 
@@ -27,7 +29,8 @@ from pathlib import Path
 
 from smaskd.daemon.outbox import output_stem
 
-__all__ = ["WINDOWS_RESERVED", "folder_in_the_way", "published_stem", "windows_safe"]
+__all__ = ["WINDOWS_RESERVED", "folder_in_the_way", "published_stem", "report_name",
+           "windows_safe"]
 
 _FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
 _TRAILING = re.compile(r"[. ]+$")
@@ -51,6 +54,17 @@ def windows_safe(stem: str) -> str:
 def published_stem(input_name: str) -> str:
     """The stem results of ``input_name`` are published under (before ``on_conflict``)."""
     return windows_safe(output_stem(input_name))
+
+
+def report_name(input_name: str) -> str:
+    """The name of the failure report beside a failed input in ``failed/``.
+
+    The input keeps its own name (it is the user's file, moved, not renamed), but the report
+    is ours and is read from the same shares as the outbox, so it is mapped like a published
+    name; the report holds the original name (``input``). The whole name is mapped, its
+    extension too: ``NUL.json.error.json`` is the device on Windows as ``NUL.zip`` is.
+    """
+    return f"{windows_safe(input_name)}.error.json"
 
 
 def folder_in_the_way(folder: Path, stem: str, suffixes: list[str]) -> Path | None:

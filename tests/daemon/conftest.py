@@ -127,6 +127,10 @@ class Daemon:
             os.chmod(self.notify.path, 0o777)
         self.env["NOTIFY_SOCKET"] = self.notify.path
         self.lines: list[str] = []
+        #: ``lines`` parsed so far: ``wait_for`` polls every 50 ms, and parsing every line again
+        #: each time made a chatty daemon's test spend seconds of CPU on its own bookkeeping
+        self._parsed: list[dict[str, Any]] = []
+        self._parsing = threading.Lock()
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Daemon":
@@ -143,8 +147,11 @@ class Daemon:
             self.lines.append(line)
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        out = [json.loads(line) for line in list(self.lines)]
-        return [e for e in out if name is None or e.get("event") == name]
+        with self._parsing:
+            parsed = self._parsed
+            for line in self.lines[len(parsed):]:  # only what arrived since the last call
+                parsed.append(json.loads(line))
+            return [e for e in parsed if name is None or e.get("event") == name]
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
         deadline = time.monotonic() + timeout

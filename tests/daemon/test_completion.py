@@ -19,9 +19,15 @@ from tests.daemon.conftest import base_config, coco, coco_bytes, files
 SETTLE = 0.3
 #: For the inotify tests: the signals reach the daemon through watchdog's event thread, which
 #: can lag ~0.5 s (it holds the first half of every rename, the daemon's own heartbeat
-#: included, up to 0.5 s to pair it). A shorter settle would let a scan judge a file whose
-#: IN_MODIFY is still in flight (the claim-time check then sends it back to waiting).
-INOTIFY_SETTLE = 1.0
+#: included, up to 0.5 s to pair it), and more on a loaded machine: at load 10+ on 2 cores a
+#: lag past a 1 s settle let a scan claim a file whose IN_MODIFY was still in flight (the
+#: claim-time check then sends it back to waiting, which these tests count as a failure).
+#: So settle is 2 s here, and the writers stall 1.5× settle: longer than settle (plus a
+#: rescan) by a second, so a daemon that judged by settle alone would still claim them.
+INOTIFY_SETTLE = 2.0
+STALL = 1.5 * INOTIFY_SETTLE
+#: Deadlines for what must happen: generous, since a wait ends as soon as it happens.
+DEADLINE = 90
 
 
 def _doc() -> bytes:
@@ -53,7 +59,7 @@ def _events(d, name: str, job_input: str) -> list[dict]:
 def test_writer_holding_the_file_open_through_stalls_at_brackets_gives_one_result(
         tmp_path: Path, daemon_factory) -> None:
     """inotify: written since its last close-after-write means still being written; stalls
-    of 2× settle right after a ``}`` or ``]`` never get it claimed, by the events nor by the
+    of 1.5× settle right after a ``}`` or ``]`` never get it claimed, by the events nor by the
     full rescans (every 0.2 s here) that run during the stalls."""
     d = daemon_factory(_config(tmp_path, settle=f"{INOTIFY_SETTLE}s", rescan="0.2s")).start()
     d.wait_ready()
@@ -67,10 +73,10 @@ def test_writer_holding_the_file_open_through_stalls_at_brackets_gives_one_resul
             fh.write(data[start:cut])
             fh.flush()
             start = cut
-            time.sleep(2 * INOTIFY_SETTLE)  # the prefix looks complete, stable for 2× settle
+            time.sleep(STALL)  # the prefix looks complete, stable for longer than settle
             assert (inbox / "slow.json").exists(), "claimed while its writer held it open"
         fh.write(data[start:])
-    d.wait_for(lambda: _events(d, "job.done", "slow.json"), 30, "job.done")
+    d.wait_for(lambda: _events(d, "job.done", "slow.json"), DEADLINE, "job.done")
     assert files(inbox / "failed") == []
     assert files(outbox) == ["slow.log.jsonl", "slow.zip"]
     claimed = _events(d, "job.claimed", "slow.json")
@@ -93,7 +99,8 @@ def test_renamed_in_file_is_claimed_without_waiting_settle(tmp_path: Path,
     (staging / "outside.json").write_bytes(coco_bytes("b"))
     os.rename(staging / "outside.json", inbox / "outside.json")
     (inbox / "inplace.json").write_bytes(coco_bytes("c"))  # written in place: settle applies
-    d.wait_for(lambda: {"inside.zip", "outside.zip"} <= set(files(outbox)), 30, "both results")
+    d.wait_for(lambda: {"inside.zip", "outside.zip"} <= set(files(outbox)), DEADLINE,
+               "both results")
     for name in ("inside.json", "outside.json"):
         [claimed] = _events(d, "job.claimed", name)
         assert claimed["complete"] == "renamed in"
@@ -110,7 +117,7 @@ def test_renamed_in_file_that_does_not_parse_is_a_real_error(tmp_path: Path,
     (tmp_path / "cut.json").write_bytes(_doc()[: _cuts(_doc(), 1)[0]])
     os.rename(tmp_path / "cut.json", inbox / "cut.json")
     report = inbox / "failed" / "cut.json.error.json"
-    d.wait_for(report.exists, 30, "the failure report")
+    d.wait_for(report.exists, DEADLINE, "the failure report")
     error = json.loads(report.read_text())["error"]
     assert error["type"] == "IncompleteInputError" and "invalid JSON" in error["message"]
     assert _events(d, "job.incomplete", "cut.json") == []
@@ -129,10 +136,10 @@ def test_input_appended_after_the_claim_goes_back_to_waiting_and_completes(
     with open(inbox / "grow.json", "wb") as fh:
         fh.write(data[:cut])
         fh.flush()
-        d.wait_for(lambda: _events(d, "job.claimed", "grow.json"), 30, "the claim")
-        d.wait_for(lambda: _events(d, "job.incomplete", "grow.json"), 30, "job.incomplete")
+        d.wait_for(lambda: _events(d, "job.claimed", "grow.json"), DEADLINE, "the claim")
+        d.wait_for(lambda: _events(d, "job.incomplete", "grow.json"), DEADLINE, "job.incomplete")
         fh.write(data[cut:])
-    [done] = d.wait_for(lambda: _events(d, "job.done", "grow.json"), 30, "job.done")
+    [done] = d.wait_for(lambda: _events(d, "job.done", "grow.json"), DEADLINE, "job.done")
     assert files(inbox / "failed") == []
     assert files(outbox) == ["grow.log.jsonl", "grow.zip"]
     assert len(_events(d, "job.claimed", "grow.json")) == 1
@@ -149,7 +156,7 @@ def test_input_that_never_completes_fails_as_incomplete_after_grace(tmp_path: Pa
     data = _doc()
     (inbox / "dead.json").write_bytes(data[: _cuts(data, 1)[0]])
     report = inbox / "failed" / "dead.json.error.json"
-    d.wait_for(report.exists, 30, "the failure report")
+    d.wait_for(report.exists, DEADLINE, "the failure report")
     error = json.loads(report.read_text())["error"]
     assert error["type"] == "IncompleteInput", error
     assert error["message"].startswith("incomplete after 2s"), error
@@ -169,10 +176,10 @@ def test_a_file_renamed_while_its_writer_still_writes_waits_for_the_close(
         fh.write(data[:cut])
         fh.flush()
         os.rename(inbox / ".early.json.tmp", inbox / "early.json")
-        time.sleep(2 * INOTIFY_SETTLE)
+        time.sleep(STALL)
         assert (inbox / "early.json").exists(), "claimed while its writer held it open"
         fh.write(data[cut:])
-    d.wait_for(lambda: _events(d, "job.done", "early.json"), 30, "job.done")
+    d.wait_for(lambda: _events(d, "job.done", "early.json"), DEADLINE, "job.done")
     assert files(inbox / "failed") == [] and "early.zip" in files(outbox)
     [claimed] = _events(d, "job.claimed", "early.json")
     assert claimed["complete"] == "settled"  # after the close, not "renamed in"

@@ -143,15 +143,19 @@ def test_an_inbox_that_appears_later_inside_another_is_not_scanned(tmp_path: Pat
     d = daemon_factory(config).start()
     d.wait_ready()
     os.symlink(a, share)
-    refused = d.wait_for(lambda: d.events("inbox.refused"), 30, "inbox.refused")
-    assert {e["inbox"] for e in refused} >= {"a", "b"}
+    # one line per inbox: wait for both (the test's reader can be between the two lines)
+    refused = d.wait_for(lambda: {e["inbox"] for e in d.events("inbox.refused")} >= {"a", "b"}
+                         and d.events("inbox.refused"), 60, "inbox.refused for a and b")
     assert "inboxes[1].path" in refused[0]["reason"] and "inboxes[0].path" in refused[0]["reason"]
     (a / "b").mkdir()
     (a / "b" / "x.json").write_bytes(coco_bytes())
     (a / "y.json").write_bytes(coco_bytes())
-    time.sleep(2.0)  # nothing is claimed in either
+    # status.json is rewritten by the loop: wait for it to say so, rather than read it once
+    d.wait_for(lambda: any("inbox b not used: inboxes[1].path" in p
+                           for p in _status(tmp_path).get("problems", [])), 60, "b in status")
+    time.sleep(2.0)  # nothing is claimed in either (settle 0.3 s: a scan would have by now)
     assert (a / "b" / "x.json").exists() and (a / "y.json").exists()
-    assert any("inbox b not used: inboxes[1].path" in p for p in _status(tmp_path)["problems"])
+    assert not d.events("job.claimed")
     os.unlink(share)
     share.mkdir()
     # a is recursive: b is now an ordinary sub-folder of it

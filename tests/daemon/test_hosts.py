@@ -278,3 +278,51 @@ def test_stalled_host_never_publishes_twice_when_locks_are_blind(tmp_path, daemo
     assert [r["state"] for r in journal_rows(tmp_path / "state_hosta")] == ["lost"]
     assert_settled(tmp_path, {"victim.json"}, set(),
                    [tmp_path / "state_hosta", tmp_path / "state_hostb"], lost_allowed=True)
+
+
+def test_a_taken_over_failure_plan_keeps_its_error(tmp_path, daemon_factory) -> None:
+    """A dies having decided to fail a file (its plan holds the error); B adopts the plan and
+    dies after publishing the log. B's journal must say why the job is failing (c6bd48d: an
+    adopted failure plan lost its error text there), and B's restart finishes the plan with
+    A's error in the report, never converting the file again."""
+    inbox = tmp_path / "inbox"
+    drop(inbox, "victim.json", b'{"not": "annotations"}')  # complete JSON of no format
+    a = start_host(tmp_path, daemon_factory, "hosta", {"SMASKD_FAULT": "failing:victim"},
+                   "--once")
+    assert a.wait(60) == 137
+    [planned] = journal_rows(tmp_path / "state_hosta")
+    assert planned["state"] == "failing" and planned["error"], planned
+    b = start_host(tmp_path, daemon_factory, "hostb", {"SMASKD_FAULT": "after_fail_log:victim"})
+    assert b.wait(60) == 137, "B did not adopt A's failure plan"
+    [adopted] = journal_rows(tmp_path / "state_hostb")
+    assert adopted["state"] == "failing" and adopted["error"] == planned["error"], adopted
+    again = start_host(tmp_path, daemon_factory, "hostb", None, "--once")
+    assert again.wait(60) == 65  # --once: a job failed
+    assert not again.events("job.started") and not b.events("job.started")
+    report = json.loads((inbox / "failed" / "victim.json.error.json").read_text())
+    assert f"{report['error']['type']}: {report['error']['message']}" == planned["error"]
+    assert_settled(tmp_path, set(), {"victim.json"}, [tmp_path / "state_hostb"])
+
+
+def test_a_taken_over_skip_plan_keeps_the_input(tmp_path, daemon_factory) -> None:
+    """on_conflict: skip + on_success: delete, with an unrelated victim.zip in the outbox: A
+    decides to skip and to keep the input (the zip did not come from it), then dies. B adopts
+    that plan (before c6bd48d it read the plan's missing error and raised): the old zip stays,
+    the log is published and the input goes to done/, not deleted."""
+    inbox, out = tmp_path / "inbox", tmp_path / "outbox"
+    out.mkdir()
+    (out / "victim.zip").write_bytes(b"somebody else's result")
+    drop(inbox, "victim.json", coco_bytes("victim"))
+    rules = [{"name": "auto", "action": "auto", "outbox": str(out), "on_conflict": "skip",
+              "on_success": "delete"}]
+    a = start_host(tmp_path, daemon_factory, "hosta", {"SMASKD_FAULT": "before_publish:victim"},
+                   "--once", rules=rules)
+    assert a.wait(60) == 137
+    b = start_host(tmp_path, daemon_factory, "hostb", None, rules=rules)
+    b.wait_for(lambda: b.events("job.done"), 60, "B finishing A's skip plan")
+    assert b.stop() == 0
+    assert not b.events("job.started"), "B converted the file again"
+    assert (out / "victim.zip").read_bytes() == b"somebody else's result"
+    assert names(out) == ["victim.log.jsonl", "victim.zip"]
+    assert names(inbox / "done") == ["victim.json"]
+    assert [r["state"] for r in journal_rows(tmp_path / "state_hostb")] == ["done"]

@@ -83,3 +83,23 @@ def test_a_folder_at_the_output_name_with_replace_keeps_both(tmp_path: Path,
     kept = d.events("output.kept_both")
     assert kept and kept[0]["path"] == str(outbox / "a.zip")
     assert files(inbox / "done") == ["a.json"]
+
+
+def test_failure_reports_of_windows_unsafe_inputs_have_safe_names(tmp_path: Path,
+                                                                  daemon_factory) -> None:
+    """``failed/<input>.error.json`` was named after the raw input (``NUL.json.error.json``,
+    ``a:b?.json.error.json``); the report is now mapped like a published name, the input keeps
+    its own name beside it and the report says which input it is about."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    inputs = {"NUL.json": "NUL_.json.error.json", "a:b?.json": "a_b_.json.error.json"}
+    for name in inputs:
+        (inbox / name).write_bytes(b'{"not": "annotations"}')  # complete, of no format
+    d = daemon_factory(base_config(tmp_path)).start()
+    d.wait_ready()
+    d.wait_for(lambda: len(d.events("job.failed")) >= len(inputs), 60, "both jobs failed")
+    assert d.stop() == 0
+    failed = inbox / "failed"
+    assert files(failed) == sorted([*inputs, *inputs.values()])
+    for name, report in inputs.items():
+        assert json.loads((failed / report).read_text())["input"] == name
