@@ -63,6 +63,7 @@ def _route(args: argparse.Namespace) -> int:
     listing (``scan_inbox``: ignore globs, ``recursive``, done/ and failed/ skipped) says
     whether it is taken at all, then ``route`` (kind sniffed from content) picks the rule."""
     from smaskd.convert import action_for
+    from smaskd.daemon import markers
     from smaskd.daemon.intake import is_ignored, scan_inbox
     from smaskd.daemon.routing import find_inbox, route, safe_kind
 
@@ -84,6 +85,16 @@ def _route(args: argparse.Namespace) -> int:
             continue
         if cand.kind == "special":  # type: ignore[attr-defined]
             print(f"{path}: inbox {inbox.name}: not taken: not a regular file (left in place)")
+            continue
+        marked = markers.state(inbox, cand.path, cand.st)  # type: ignore[attr-defined]
+        if marked == markers.MARKER:
+            print(f"{path}: inbox {inbox.name}: not taken: a ready marker, never a job "
+                  f"(ready_marker: {inbox.ready_marker!r})")
+            continue
+        if marked == markers.UNMARKED:
+            marker = markers.marker_name(inbox, cand.path.name)  # type: ignore[attr-defined]
+            print(f"{path}: inbox {inbox.name}: not taken yet: waiting for its ready marker "
+                  f"{marker} (one older than the file does not count)")
             continue
         kind = (lambda p=path: safe_kind(p)) if cand.kind == "file" else (lambda: None)  # type: ignore[attr-defined]
         rule = route(config, inbox.name, rel, kind)
