@@ -75,20 +75,16 @@ def prune_folder(path: Path, prune: Prune, wanted: Callable[[str], bool], now: f
     """Remove the regular files of ``path`` (top level, names ``wanted``) beyond ``prune``'s
     count or age; returns how many. A missing folder is nothing to prune; a folder that is a
     symlink or is swapped during the pass raises ``FolderSwapped`` and the pass stops there."""
-    folder = Folder(path, create=False)
-    try:
-        try:
-            folder.fd()
-        except FileNotFoundError:
-            return 0
-        return _prune_in(folder, prune, wanted, now, stop)
-    finally:
-        folder.close()
+    return prune_tree(path, prune, wanted, now, stop, max_depth=0)
+
+
+#: How deep :func:`prune_tree` descends (one descriptor per level is open at a time).
+MAX_TREE_DEPTH = 32
 
 
 def prune_tree(path: Path, prune: Prune, wanted: Callable[[str], bool], now: float,
-               stop: threading.Event | None = None,
-               errors: dict[str, str] | None = None) -> int:
+               stop: threading.Event | None = None, errors: dict[str, str] | None = None,
+               max_depth: int = MAX_TREE_DEPTH) -> int:
     """:func:`prune_folder` for a ``keep_tree`` outbox: the top level and every sub-folder
     (``projA/x.log.jsonl``), each counted on its own (``max_count`` per folder).
 
@@ -96,27 +92,24 @@ def prune_tree(path: Path, prune: Prune, wanted: Callable[[str], bool], now: flo
     (``dirs.Folder`` with a parent), hidden ones are skipped, nothing but wanted regular files
     is removed, and folders are never removed (an empty ``projA/`` stays: a client may be
     looking into it). A sub-folder that cannot be pruned (swapped, unreadable) is noted in
-    ``errors`` and skipped; the rest of the tree is still pruned. Depth is bounded by
-    :data:`MAX_TREE_DEPTH` (descriptors held at once)."""
+    ``errors`` and skipped; the rest of the tree is still pruned. ``max_depth`` bounds the
+    descriptors held at once."""
     root = Folder(path, create=False)
     try:
         try:
             root.fd()
         except FileNotFoundError:
             return 0
-        return _prune_walk(root, prune, wanted, now, stop, {} if errors is None else errors, 0)
+        return _prune_walk(root, prune, wanted, now, stop, {} if errors is None else errors,
+                           max_depth)
     finally:
         root.close()
 
 
-#: How deep :func:`prune_tree` descends (one descriptor per level is open at a time).
-MAX_TREE_DEPTH = 32
-
-
 def _prune_walk(folder: Folder, prune: Prune, wanted: Callable[[str], bool], now: float,
-                stop: threading.Event | None, errors: dict[str, str], depth: int) -> int:
+                stop: threading.Event | None, errors: dict[str, str], depth_left: int) -> int:
     removed = _prune_in(folder, prune, wanted, now, stop)
-    if depth >= MAX_TREE_DEPTH:
+    if depth_left <= 0:
         return removed
     fd = folder.fd()
     subfolders = []
@@ -135,7 +128,7 @@ def _prune_walk(folder: Folder, prune: Prune, wanted: Callable[[str], bool], now
         child = Folder(folder.path / name, parent=folder, create=False)
         try:
             child.fd()
-            removed += _prune_walk(child, prune, wanted, now, stop, errors, depth + 1)
+            removed += _prune_walk(child, prune, wanted, now, stop, errors, depth_left - 1)
         except FileNotFoundError:
             continue
         except OSError as e:
