@@ -33,6 +33,7 @@ __all__ = [
     "Retention",
     "Rule",
     "config_warnings",
+    "configured_state_dir",
     "default_config",
     "load_config",
     "parse_config",
@@ -634,9 +635,33 @@ def _check_relations(config: Config, check_folders: bool = True) -> None:
 
 def load_config(path: Path | str, check_folders: bool = True) -> Config:
     """Read and validate a YAML file; every failure is a ``ConfigError`` (exit 78)."""
+    path = Path(path)
+    data = _read_yaml(path)
+    try:
+        return parse_config(data, source=path.resolve(), check_folders=check_folders)
+    except ConfigError as e:
+        e.add_note(f"in {path}")
+        raise
+
+
+def configured_state_dir(path: Path | str) -> Path | None:
+    """Only the ``state_dir`` key of a config file that may not pass as a whole.
+
+    Why: ``smaskd status`` is a probe and must still find the running daemon's journal when
+    the file on disk no longer passes (a rule's labelmap deleted, a notify command
+    uninstalled, an edit saved but not reloaded): the daemon keeps running on the config it
+    loaded. ``ConfigError`` when even this key cannot be read (not YAML, not a mapping, a
+    bad ``state_dir``): then where the state is cannot be known from this file."""
+    path = Path(path)
+    data = _read_yaml(path)
+    data = {} if data is None else data
+    return _Reader(data, "", set(data) if isinstance(data, dict) else set()).abspath("state_dir")
+
+
+def _read_yaml(path: Path) -> Any:
+    """The file's YAML, or a ``ConfigError`` saying where it is not readable or not YAML."""
     import yaml
 
-    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -649,11 +674,7 @@ def load_config(path: Path | str, check_folders: bool = True) -> Config:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise ConfigError(f"not valid YAML: {getattr(e, 'problem', None) or e}", where) from None
-    try:
-        return parse_config(data, source=path.resolve(), check_folders=check_folders)
-    except ConfigError as e:
-        e.add_note(f"in {path}")
-        raise
+    return data
 
 
 def default_config(host_id: str | None = None) -> Config:

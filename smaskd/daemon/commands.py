@@ -63,6 +63,7 @@ def _route(args: argparse.Namespace) -> int:
     listing (``scan_inbox``: ignore globs, ``recursive``, done/ and failed/ skipped) says
     whether it is taken at all, then ``route`` (kind sniffed from content) picks the rule."""
     from smaskd.convert import action_for
+    from smaskd.daemon import markers
     from smaskd.daemon.intake import is_ignored, scan_inbox
     from smaskd.daemon.routing import find_inbox, route, safe_kind
 
@@ -84,6 +85,16 @@ def _route(args: argparse.Namespace) -> int:
             continue
         if cand.kind == "special":  # type: ignore[attr-defined]
             print(f"{path}: inbox {inbox.name}: not taken: not a regular file (left in place)")
+            continue
+        marked = markers.state(inbox, cand.path, cand.st)  # type: ignore[attr-defined]
+        if marked == markers.MARKER:
+            print(f"{path}: inbox {inbox.name}: not taken: a ready marker, never a job "
+                  f"(ready_marker: {inbox.ready_marker!r})")
+            continue
+        if marked == markers.UNMARKED:
+            marker = markers.marker_name(inbox, cand.path.name)  # type: ignore[attr-defined]
+            print(f"{path}: inbox {inbox.name}: not taken yet: waiting for its ready marker "
+                  f"{marker} (one older than the file does not count)")
             continue
         kind = (lambda p=path: safe_kind(p)) if cand.kind == "file" else (lambda: None)  # type: ignore[attr-defined]
         rule = route(config, inbox.name, rel, kind)
@@ -132,19 +143,47 @@ def _not_listed_reason(inbox, path: Path, rel: str, is_ignored) -> str:
     return "not listed (a folder on the way cannot be read?)"
 
 
-def _status_state_dir(args: argparse.Namespace, config: Config) -> tuple[Path, str]:
+def _status_state_dir(args: argparse.Namespace, configured: Path | None,
+                      source: Path | None) -> tuple[Path, str]:
     """Where the daemon of this config keeps its journal, found as the service finds it
     (:mod:`smaskd.statelocation`), though this shell has no ``$STATE_DIRECTORY``."""
-    from smaskd.statelocation import CONFIGURED, StateDirError, resolve_state_dir
+    from smaskd.statelocation import StateDirError, resolve_state_dir
 
     if args.state_dir is not None:
         return Path(os.path.abspath(args.state_dir)), "--state-dir"
-    configured = config.state_dir if config.state_dir_from == CONFIGURED else None
     try:
-        return resolve_state_dir(configured, config.source, embedded=config.source is None,
+        return resolve_state_dir(configured, source, embedded=source is None,
                                  instance=args.instance, find_service=True)
     except StateDirError as e:
         raise ConfigError(str(e), "--instance") from None
+
+
+def _status_config(args: argparse.Namespace) -> tuple[Path | None, Path | None, str | None]:
+    """``(the config's state_dir, its file, the problem if the file does not pass)``.
+
+    A probe must answer while the daemon runs on a config whose file no longer passes (a
+    labelmap deleted, a notify command uninstalled, an edit not reloaded yet): the failure is
+    reported as a problem of that daemon, not as exit 78. Only the ``state_dir`` key is then
+    read; if even that cannot be read, ``ConfigError`` (and without ``--state-dir`` the
+    state is unknown: exit 4)."""
+    from smaskd.config import configured_state_dir
+    from smaskd.statelocation import CONFIGURED
+
+    try:
+        config = _config(args.config, check_folders=False)  # aliased folders: it reports them
+    except ConfigError as e:
+        problem = (f"config {args.config} does not pass ({e}): a start would fail and a "
+                   "reload would keep the config the daemon runs on")
+        source = Path(args.config).resolve()
+        if args.state_dir is not None:
+            return None, source, problem
+        try:
+            return configured_state_dir(args.config), source, problem
+        except ConfigError as unreadable:
+            raise ConfigError(f"{unreadable}: the config says where the daemon keeps its "
+                              "state; pass --state-dir DIR", str(args.config)) from None
+    configured = config.state_dir if config.state_dir_from == CONFIGURED else None
+    return configured, config.source, None
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -152,12 +191,24 @@ def _status(args: argparse.Namespace) -> int:
     import json
 
     from smaskd.daemon.journal import STATES, Journal
-    from smaskd.daemon.probe import PROBLEMS, UNKNOWN, probe
+    from smaskd.daemon.probe import PROBLEMS, UNKNOWN, Probe, probe
 
-    config = _config(args.config, check_folders=False)  # aliased folders are what it reports
-    state_dir, state_dir_from = _status_state_dir(args, config)
+    try:
+        configured, source, config_problem = _status_config(args)
+    except ConfigError as e:  # where the state is cannot be known: LSB's "unknown", not 78
+        found = Probe("unknown", UNKNOWN, None, "", f"config unreadable: {e}")
+        if args.json:
+            print(json.dumps(found.as_dict(), indent=2))
+        else:
+            print(f"daemon: unknown: {found.reason}")
+        return UNKNOWN
+    state_dir, state_dir_from = _status_state_dir(args, configured, source)
     now = time.time()
     found = probe(state_dir, now)
+    if config_problem:
+        found.problems.append(config_problem)
+        if found.state == "running":
+            found.reason = count(len(found.problems), "problem")
     report: dict = found.as_dict()
     report["state_dir_from"] = state_dir_from
     journal_lines: list[str] = [f"state_dir: {state_dir} ({state_dir_from})"]
@@ -236,7 +287,9 @@ def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
         description="Exit status as LSB's: 0 running, 1 dead (stopped without a clean stop: "
                     "killed or crashed), 3 not running, 4 unknown (state_dir or journal "
                     "unreadable). With --problems-exit, running with problems (a missing "
-                    "inbox, an unwritable outbox, a failed reload ...) exits 150.")
+                    "inbox, an unwritable outbox, a failed reload, a config file that no longer "
+                    "passes ...) exits 150. A config file that is not even YAML: 4, unless "
+                    "--state-dir says where to look.")
     p.add_argument("-c", "--config", type=Path,
                    help="the daemon's YAML config (its state_dir locates the journal)")
     p.add_argument("--instance", metavar="NAME",

@@ -27,6 +27,8 @@ after_input_move    the input is in done/, the journal does not say ``done`` yet
 failing            a failed job's log is staged and the journal says ``failing``
 after_fail_log      the failed job's log is published, the input is still claimed
 after_fail_move     the failed input is in failed/, its ``.error.json`` is not written
+after_fail_report   its ``.error.json`` is written, the journal does not say ``failed``
+                    yet (a re-run must reuse that report, not keep both)
 ==================  ====================================================================
 
 Stalls in the daemon (the main loop sleeps ``<argument>`` seconds, default 10, once per
@@ -73,7 +75,7 @@ __all__ = ["CRASH_POINTS", "STALL_POINTS", "WORKER_FAULTS", "crash_point", "faul
 
 CRASH_POINTS = ("after_claim", "after_start", "after_temp_write", "before_publish", "mid_publish",
                 "after_publish", "after_journal", "mid_input_move", "after_input_move",
-                "failing", "after_fail_log", "after_fail_move")
+                "failing", "after_fail_log", "after_fail_move", "after_fail_report")
 STALL_POINTS = ("stall_publish", "stall_decided")
 WORKER_FAULTS = ("worker_crash", "worker_segv", "worker_hog", "worker_sleep", "fake_convert",
                  "slow_write", "kill_parent", "read_error")

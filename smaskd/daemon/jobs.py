@@ -759,10 +759,11 @@ class Jobs:
                   "size": job.size, "host_id": self.config.host_id,
                   "smaskd_version": __version__, "log": log_path,
                   "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        target = moved.parent / names.report_name(moved.name)
+        target = moved.parent / names.free_report_name(moved.parent, moved.name, job.job_id)
         staging = outbox.staging_path(moved.parent, job.job_id, ".error.json")
         outbox.write_staging(staging, outbox.report_bytes(report), self.config.file_mode)
         outbox.publish(staging, target, replace=True)
+        crash_point("after_fail_report", job.name)
         self.journal.update(job.job_id, state="failed", error=f"{error.get('type')}: {reason}")
         self._release_markers(job)
         self.failed += 1

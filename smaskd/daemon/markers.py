@@ -31,7 +31,7 @@ from pathlib import Path
 from smaskd.config import Inbox
 from smaskd.daemon.claims import source_dir
 
-__all__ = ["MARKED", "MARKER", "UNMARKED", "consume", "state"]
+__all__ = ["MARKED", "MARKER", "UNMARKED", "consume", "marker_name", "state"]
 
 MARKER = "marker"  # the name is a marker itself: never a candidate
 UNMARKED = "unmarked"  # a data file without a valid marker: not offered yet
@@ -41,6 +41,11 @@ MARKED = "marked"  # a data file with a valid marker: complete
 def is_marker(inbox: Inbox, name: str) -> bool:
     suffix = inbox.ready_marker
     return suffix is not None and name.endswith(suffix) and len(name) > len(suffix)
+
+
+def marker_name(inbox: Inbox, name: str) -> str:
+    """The name of the marker that vouches for the data file ``name`` (``data.json.done``)."""
+    return name + (inbox.ready_marker or "")
 
 
 def _valid(marker: Path, data: os.stat_result) -> os.stat_result | None:
@@ -58,7 +63,7 @@ def state(inbox: Inbox, path: Path, st: os.stat_result) -> str | None:
         return None
     if is_marker(inbox, path.name):
         return MARKER
-    return MARKED if _valid(path.with_name(path.name + inbox.ready_marker), st) else UNMARKED
+    return MARKED if _valid(path.with_name(marker_name(inbox, path.name)), st) else UNMARKED
 
 
 def consume(inbox: Inbox, rel: str, data: os.stat_result) -> None:
@@ -66,7 +71,7 @@ def consume(inbox: Inbox, rel: str, data: os.stat_result) -> None:
     before the claim); a marker that is gone or older than that file is not touched."""
     if not inbox.ready_marker:
         return
-    name = rel.rsplit("/", 1)[-1] + inbox.ready_marker
+    name = marker_name(inbox, rel.rsplit("/", 1)[-1])
     with contextlib.suppress(OSError):  # gone, or its folder swapped: left, and harmless
         fd, owned = source_dir(inbox, rel)
         try:

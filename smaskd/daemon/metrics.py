@@ -280,7 +280,7 @@ def _explain(error: OSError) -> str:
     text = f"{error.strerror or error} ({code})" if code else str(error)
     if error.errno == errno.EAFNOSUPPORT:
         return (f"{text}: the systemd unit's RestrictAddressFamilies= forbids network "
-                "sockets; install the drop-in systemd/smaskd-metrics.conf (README: Metrics)")
+                "sockets; install the drop-in systemd/smaskd-network.conf (README: Metrics)")
     if error.errno == errno.EADDRNOTAVAIL:
         return f"{text}: no interface of this host has that address"
     return text

@@ -16,21 +16,26 @@ names"):
 Two inputs that map to one name (``a:b.json`` and ``a?b.json``) are a name conflict like any
 other, settled by the rule's ``on_conflict``. The job log keeps the original input name. A failed
 input keeps its own name in ``failed/`` (it is the user's file), but its report there is
-named by :func:`report_name`, mapped the same way. Kept
+named by :func:`report_name`, mapped the same way, with a keep-both ``-1`` when another job's
+report has that name (:func:`free_report_name`). Kept
 apart from ``outbox.py`` (how files are written) because this is only about *which* name.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
 from pathlib import Path
 
-from smaskd.daemon.outbox import output_stem
+from smaskd.daemon import dirs
+from smaskd.daemon.outbox import name_variants, output_stem, split_name
 
-__all__ = ["WINDOWS_RESERVED", "folder_in_the_way", "published_stem", "report_name",
-           "windows_safe"]
+__all__ = ["REPORT_SUFFIX", "WINDOWS_RESERVED", "folder_in_the_way", "free_report_name",
+           "published_stem", "report_name", "windows_safe"]
+
+REPORT_SUFFIX = ".error.json"
 
 _FORBIDDEN = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
 _TRAILING = re.compile(r"[. ]+$")
@@ -64,7 +69,38 @@ def report_name(input_name: str) -> str:
     name; the report holds the original name (``input``). The whole name is mapped, its
     extension too: ``NUL.json.error.json`` is the device on Windows as ``NUL.zip`` is.
     """
-    return f"{windows_safe(input_name)}.error.json"
+    return f"{windows_safe(input_name)}{REPORT_SUFFIX}"
+
+
+def free_report_name(folder: Path, input_name: str, job_id: str) -> str:
+    """:func:`report_name`, or its keep-both variant when another job's report has it.
+
+    Why: the mapping is not one-to-one, so ``a:b.json`` and ``a?b.json`` (each keeping its own
+    name in failed/) would get one report ``a_b.json.error.json``, the second overwriting the
+    first. A report there that is this job's own (a re-run after a crash: recovery finishing
+    the failure again) is reused, so a re-run never leaves a second report; any other name
+    there (another job's report, a file or folder of someone else's, an unreadable one) is
+    passed over for ``a_b-1.json.error.json``, ``a_b-2...`` as the outbox keeps both. Looked
+    up through failed/'s descriptor, never following a symlink; any other error (the folder
+    swapped, an I/O error) is raised, as writing the report would."""
+    place = dirs.place(folder)
+    base, suffix = split_name(windows_safe(input_name))
+    for stem in name_variants(base):
+        name = f"{stem}{suffix}{REPORT_SUFFIX}"
+        try:
+            if not stat.S_ISREG(place.lstat(name).st_mode):
+                continue  # a folder, a symlink: not ours to replace
+            data = place.read_bytes(name)
+        except FileNotFoundError:
+            return name
+        except PermissionError:  # someone else's file: not ours to replace
+            continue
+        try:
+            if json.loads(data).get("job_id") == job_id:
+                return name
+        except (ValueError, AttributeError):  # not a report of ours
+            continue
+    raise AssertionError("unreachable")
 
 
 def folder_in_the_way(folder: Path, stem: str, suffixes: list[str]) -> Path | None:

@@ -31,7 +31,7 @@ from typing import Any
 
 from smaskd.daemon import dirs
 
-__all__ = ["NO_LINK", "copy_into", "link_input", "move_input", "open_folder", "output_stem",
+__all__ = ["NO_LINK", "copy_into", "link_input", "move_input", "name_variants", "open_folder", "output_stem",
            "pick_names", "publish", "real_folder", "same_inode", "split_name", "staging_files",
            "staging_path", "write_staging"]
 
@@ -44,7 +44,8 @@ def output_stem(name: str) -> str:
     return stem if dot and stem else name
 
 
-def _variants(stem: str) -> Iterator[str]:
+def name_variants(stem: str) -> Iterator[str]:
+    """``stem``, ``stem-1``, ``stem-2`` ...: the keep-both names, in the order they are tried."""
     yield stem
     n = 1
     while True:
@@ -60,7 +61,7 @@ def pick_names(folder: Path, stem: str, suffixes: list[str], on_conflict: str) -
     place = dirs.place(folder)
     if on_conflict == "skip":
         return None if any(place.exists(f"{stem}{s}") for s in suffixes) else stem
-    for candidate in _variants(stem):
+    for candidate in name_variants(stem):
         if not any(place.exists(f"{candidate}{s}") for s in suffixes):
             return candidate
     raise AssertionError("unreachable")
@@ -195,7 +196,7 @@ def link_input(src_dir: int, src: str, folder: Path, name: str, sync: bool = Tru
     for _ in range(SWAP_TRIES):
         dfd = place.fd()
         target = None
-        for candidate in _variants(base):
+        for candidate in name_variants(base):
             target = f"{candidate}{suffix}"
             if place.exists(target):
                 continue

@@ -9,7 +9,9 @@ What is touched, and nothing else:
 
 * ``done/`` of each inbox: regular files at its top level whose name is not hidden;
 * each rule's outbox: regular files named ``*.log.jsonl`` at its top level (results, hidden
-  staging files and anything else stay);
+  staging files and anything else stay), and in its sub-folders when a ``keep_tree`` rule
+  publishes there (trees.py: logs go beside their results in ``projA/``), each sub-folder
+  counted on its own; sub-folders are never removed, hidden ones never entered;
 * journal rows of finished jobs (``done``, ``failed``, ``lost``; ``Journal.prune``); a row of a
   job still under way is what a restart resumes from and is never deleted.
 
@@ -20,7 +22,8 @@ keeps the newest so many (per done/ folder, per outbox, and in the journal as a 
 How it keeps off the hot path: the folders are pruned by a thread, one pass at start-up and
 then every ``retention.every``, working only through folders it opened itself
 (``dirs.Folder``: ``O_NOFOLLOW``, re-validated by device and inode before each unlink, closed
-after the pass), never following a symlink and never descending into a folder. It logs
+after the pass), never following a symlink and descending only into the sub-folders of a
+``keep_tree`` outbox, each opened through its parent's descriptor. It logs
 nothing itself: the main loop logs its result. Journal rows are deleted by the main loop (the
 journal has one writer, see journal.py) in batches of :data:`JOURNAL_BATCH` per pass, so one
 pass never holds the loop for long; a full batch makes the next pass take another.
@@ -42,7 +45,10 @@ from smaskd.daemon.jobs import LOG_SUFFIX
 from smaskd.daemon.journal import Journal
 from smaskd.errors import JournalError
 
-__all__ = ["JOURNAL_BATCH", "Retention", "prune_folder"]
+__all__ = ["JOURNAL_BATCH", "MAX_TREE_DEPTH", "Retention", "prune_folder", "prune_tree"]
+
+#: A folder to prune: path, bounds, which names, and whether its sub-folders too (keep_tree).
+_Target = tuple[Path, Prune, Callable[[str], bool], bool]
 
 #: Journal rows deleted per pass of the main loop at most.
 JOURNAL_BATCH = 500
@@ -69,46 +75,105 @@ def prune_folder(path: Path, prune: Prune, wanted: Callable[[str], bool], now: f
     """Remove the regular files of ``path`` (top level, names ``wanted``) beyond ``prune``'s
     count or age; returns how many. A missing folder is nothing to prune; a folder that is a
     symlink or is swapped during the pass raises ``FolderSwapped`` and the pass stops there."""
-    folder = Folder(path, create=False)
+    return prune_tree(path, prune, wanted, now, stop, max_depth=0)
+
+
+#: How deep :func:`prune_tree` descends (one descriptor per level is open at a time).
+MAX_TREE_DEPTH = 32
+
+
+def prune_tree(path: Path, prune: Prune, wanted: Callable[[str], bool], now: float,
+               stop: threading.Event | None = None, errors: dict[str, str] | None = None,
+               max_depth: int = MAX_TREE_DEPTH) -> int:
+    """:func:`prune_folder` for a ``keep_tree`` outbox: the top level and every sub-folder
+    (``projA/x.log.jsonl``), each counted on its own (``max_count`` per folder).
+
+    Sub-folders are opened through their parent's descriptor, never following a symlink
+    (``dirs.Folder`` with a parent), hidden ones are skipped, nothing but wanted regular files
+    is removed, and folders are never removed (an empty ``projA/`` stays: a client may be
+    looking into it). A sub-folder that cannot be pruned (swapped, unreadable) is noted in
+    ``errors`` and skipped; the rest of the tree is still pruned. ``max_depth`` bounds the
+    descriptors held at once."""
+    root = Folder(path, create=False)
     try:
         try:
-            fd = folder.fd()
+            root.fd()
         except FileNotFoundError:
             return 0
-        found: list[tuple[float, str, tuple[int, int]]] = []
-        for name in os.listdir(fd):
-            if not wanted(name):
-                continue
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                found.append((st.st_mtime, name, (st.st_dev, st.st_ino)))
-        found.sort(reverse=True)  # newest first: a count keeps these
-        removed = 0
-        for index, (mtime, name, identity) in enumerate(found):
-            over_count = prune.max_count is not None and index >= prune.max_count
-            too_old = prune.max_age is not None and now - mtime > prune.max_age
-            if not (over_count or too_old):
-                continue
-            if stop is not None and stop.is_set():
-                break
-            fd = folder.fd()  # re-validated: still the folder we listed
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != identity:
-                continue  # replaced since the listing: not the file we judged
-            try:
-                os.unlink(name, dir_fd=fd)
-            except FileNotFoundError:
-                continue
-            removed += 1
-        return removed
+        return _prune_walk(root, prune, wanted, now, stop, {} if errors is None else errors,
+                           max_depth)
     finally:
-        folder.close()
+        root.close()
+
+
+def _prune_walk(folder: Folder, prune: Prune, wanted: Callable[[str], bool], now: float,
+                stop: threading.Event | None, errors: dict[str, str], depth_left: int) -> int:
+    removed = _prune_in(folder, prune, wanted, now, stop)
+    if depth_left <= 0:
+        return removed
+    fd = folder.fd()
+    subfolders = []
+    for name in os.listdir(fd):
+        if name.startswith("."):
+            continue
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode):  # a symlink is not a folder here: never followed
+            subfolders.append(name)
+    for name in sorted(subfolders):
+        if stop is not None and stop.is_set():
+            break
+        child = Folder(folder.path / name, parent=folder, create=False)
+        try:
+            child.fd()
+            removed += _prune_walk(child, prune, wanted, now, stop, errors, depth_left - 1)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            errors[str(child.path)] = e.strerror or str(e)
+        finally:
+            child.close()
+    return removed
+
+
+def _prune_in(folder: Folder, prune: Prune, wanted: Callable[[str], bool], now: float,
+              stop: threading.Event | None) -> int:
+    """Prune the files of one open folder (its top level only)."""
+    fd = folder.fd()
+    found: list[tuple[float, str, tuple[int, int]]] = []
+    for name in os.listdir(fd):
+        if not wanted(name):
+            continue
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            found.append((st.st_mtime, name, (st.st_dev, st.st_ino)))
+    found.sort(reverse=True)  # newest first: a count keeps these
+    removed = 0
+    for index, (mtime, name, identity) in enumerate(found):
+        over_count = prune.max_count is not None and index >= prune.max_count
+        too_old = prune.max_age is not None and now - mtime > prune.max_age
+        if not (over_count or too_old):
+            continue
+        if stop is not None and stop.is_set():
+            break
+        fd = folder.fd()  # re-validated: still the folder we listed
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != identity:
+            continue  # replaced since the listing: not the file we judged
+        try:
+            os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:
+            continue
+        removed += 1
+    return removed
 
 
 class Retention:
@@ -129,15 +194,18 @@ class Retention:
             self._next_files = self._next_journal = 0.0
         self.config = config
 
-    def _targets(self) -> list[tuple[Path, Prune, Callable[[str], bool]]]:
+    def _targets(self) -> list[_Target]:
         retention = self.config.retention
-        targets: list[tuple[Path, Prune, Callable[[str], bool]]] = []
+        targets: list[_Target] = []
         if retention.done.active:
             for inbox in self.config.inboxes:
-                targets.append((inbox.done_dir, retention.done, _is_input))
+                targets.append((inbox.done_dir, retention.done, _is_input, False))
         if retention.logs.active:
-            for outbox in dict.fromkeys(rule.outbox for rule in self.config.rules):
-                targets.append((outbox, retention.logs, _is_log))
+            trees: dict[Path, bool] = {}
+            for rule in self.config.rules:  # an outbox shared with a keep_tree rule has a tree
+                trees[rule.outbox] = trees.get(rule.outbox, False) or rule.keep_tree
+            for outbox, tree in trees.items():
+                targets.append((outbox, retention.logs, _is_log, tree))
         return targets
 
     def tick(self, now: float | None = None) -> None:
@@ -172,14 +240,17 @@ class Retention:
             self.log.info("retention.pruned", what="journal", removed=self._journal_removed)
         self._journal_removed = 0
 
-    def _run(self, targets: list[tuple[Path, Prune, Callable[[str], bool]]]) -> None:
+    def _run(self, targets: list[_Target]) -> None:
         result = _Pass()
         now = time.time()
-        for path, prune, wanted in targets:
+        for path, prune, wanted, tree in targets:
             if self._stop.is_set():
                 break
             try:
-                removed = prune_folder(path, prune, wanted, now, self._stop)
+                if tree:
+                    removed = prune_tree(path, prune, wanted, now, self._stop, result.errors)
+                else:
+                    removed = prune_folder(path, prune, wanted, now, self._stop)
             except OSError as e:
                 result.errors[str(path)] = e.strerror or str(e)
                 continue

@@ -112,7 +112,7 @@ SCENARIOS: dict[str, bool] = {
     "after_claim": False, "after_start": False, "kill_parent": False, "after_temp_write": False,
     "before_publish": False, "mid_publish": False, "after_publish": False, "after_journal": False,
     "mid_input_move": False, "after_input_move": False,
-    "failing": True, "after_fail_log": True, "after_fail_move": True,
+    "failing": True, "after_fail_log": True, "after_fail_move": True, "after_fail_report": True,
 }
 
 
@@ -142,7 +142,8 @@ def test_kill9_at_each_point_then_restart(tmp_path: Path, daemon_factory, point:
     failed = {"broken.json"} | ({"victim.json"} if bad_victim else set())
     assert_settled(tmp_path, ok, failed)
     if point in ("before_publish", "mid_publish", "after_publish", "after_journal",
-                 "mid_input_move", "after_input_move", "after_fail_log", "after_fail_move"):
+                 "mid_input_move", "after_input_move", "after_fail_log", "after_fail_move",
+                 "after_fail_report"):
         # past the worker: the restart finishes the recorded plan, it does not convert again
         assert not [e for e in second.events("job.started") if e["input"] == "victim.json"]
 

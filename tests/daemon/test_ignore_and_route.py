@@ -68,3 +68,24 @@ def test_route_uses_the_daemons_listing_and_says_why(tmp_path: Path) -> None:
     cfg.write_text(yaml.safe_dump(config))
     out = run_cli("route", "-c", cfg, inbox / "sub" / "x.json")
     assert "rule json" in out.stdout, out.stdout
+
+
+def test_route_knows_ready_markers(tmp_path: Path) -> None:
+    """The daemon's marker convention (markers.py), not a copy: a marker is never a job, a data
+    file without its marker waits, one with it is routed."""
+    config = _config(tmp_path)
+    config["inboxes"][0]["ready_marker"] = ".done"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name in ("a.json", "b.json"):
+        (inbox / name).write_bytes(coco_bytes())
+    (inbox / "b.json.done").write_bytes(b"")
+    paths = ["a.json", "b.json", "b.json.done"]
+    out = run_cli("route", "-c", cfg, *[inbox / p for p in paths])
+    assert out.returncode == 0, out.stderr
+    lines = dict(zip(paths, out.stdout.splitlines()))
+    assert "waiting for its ready marker a.json.done" in lines["a.json"], lines
+    assert "rule json" in lines["b.json"], lines
+    assert "a ready marker, never a job" in lines["b.json.done"], lines

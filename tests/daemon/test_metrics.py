@@ -140,11 +140,21 @@ def test_check_config_names_the_listen_key(tmp_path: Path) -> None:
     assert parse_config(base_config(tmp_path)).metrics_listen is None  # off by default
 
 
-def test_metrics_drop_in_lets_the_units_listen(tmp_path: Path) -> None:
-    """The units allow AF_UNIX only; the drop-in resets that list to one with IPv4 and IPv6
-    (an empty assignment first: a drop-in's list would otherwise merge, which is right
-    today but not obviously so), and systemd-analyze accepts unit + drop-in."""
-    drop_in = REPO / "systemd" / "smaskd-metrics.conf"
+def test_network_drop_in_lets_the_units_listen_and_notify(tmp_path: Path) -> None:
+    """The units allow AF_UNIX only; one drop-in, named for what it allows (the metrics
+    listener and notification commands that use the network, both told in the README to
+    install it), resets that list to one with IPv4 and IPv6 (an empty assignment first: a
+    drop-in's list would otherwise merge, which is right today but not obviously so), and
+    systemd-analyze accepts unit + drop-in."""
+    drop_in = REPO / "systemd" / "smaskd-network.conf"
+    text = drop_in.read_text()
+    assert "metrics.listen" in text and "notify.command" in text
+    readme = (REPO / "README.md").read_text()
+    for section, end in (("**Being told: notifications.**", "```yaml\nnotify:"),
+                         ("### Metrics", "### Security")):
+        start = readme.index(section)
+        assert "systemd/smaskd-network.conf" in readme[start:readme.index(end, start)], \
+            f"README {section} does not name the drop-in"
     values = [line.split("=", 1)[1] for line in drop_in.read_text().splitlines()
               if line.startswith("RestrictAddressFamilies=")]
     assert values[0] == "" and set(values[-1].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
@@ -157,8 +167,8 @@ def test_metrics_drop_in_lets_the_units_listen(tmp_path: Path) -> None:
     unit.write_text((REPO / "systemd" / "smaskd.service").read_text()
                     .replace("/opt/smaskd/venv/bin/smaskd", "/usr/bin/true"))
     (tmp_path / "smaskd.service.d").mkdir()
-    shutil.copy(drop_in, tmp_path / "smaskd.service.d" / "metrics.conf")
+    shutil.copy(drop_in, tmp_path / "smaskd.service.d" / "network.conf")
     out = subprocess.run([tool, "verify", "--man=no", str(unit)], capture_output=True,
                          text=True, timeout=60)
-    assert "metrics.conf" not in out.stdout + out.stderr, out.stdout + out.stderr
+    assert "network.conf" not in out.stdout + out.stderr, out.stdout + out.stderr
     assert out.returncode == 0, out.stdout + out.stderr

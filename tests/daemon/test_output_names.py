@@ -103,3 +103,22 @@ def test_failure_reports_of_windows_unsafe_inputs_have_safe_names(tmp_path: Path
     assert files(failed) == sorted([*inputs, *inputs.values()])
     for name, report in inputs.items():
         assert json.loads((failed / report).read_text())["input"] == name
+
+
+def test_failure_reports_of_inputs_mapping_to_one_name_are_both_kept(tmp_path: Path,
+                                                                      daemon_factory) -> None:
+    """``a:b.json`` and ``a?b.json`` keep their own names in failed/ but both map to the report
+    ``a_b.json.error.json``: the second job's report takes the keep-both name instead of
+    overwriting the first (a re-run of one job reusing its own report: test_crash's
+    ``after_fail_report``)."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    inputs = ["a:b.json", "a?b.json"]
+    for name in inputs:
+        (inbox / name).write_bytes(b'{"not": "annotations"}')
+    d = daemon_factory(base_config(tmp_path), "--once").start()
+    assert d.wait(60) == 65, d.lines[-5:]
+    failed = inbox / "failed"
+    reports = ["a_b-1.json.error.json", "a_b.json.error.json"]
+    assert files(failed) == sorted([*inputs, *reports])  # before: one report, overwritten
+    assert sorted(json.loads((failed / r).read_text())["input"] for r in reports) == inputs

@@ -102,3 +102,44 @@ def test_max_count_keeps_the_newest(tmp_path: Path, daemon_factory) -> None:
                and len(_finished(tmp_path)) == 1, 30, "all but the newest pruned")
     assert d.stop() == 0
     assert [n for n in files(outbox) if n.endswith(".zip")] == ["a.zip", "b.zip", "c.zip"]
+
+
+def test_keep_tree_logs_in_sub_folders_are_pruned_through_descriptors(tmp_path: Path,
+                                                                      daemon_factory) -> None:
+    """A keep_tree rule publishes logs into sub-folders (projA/a.log.jsonl): they are pruned
+    too, and only they (results, other files, the folders themselves, a symlinked folder's
+    target and hidden folders stay)."""
+    inbox, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    (inbox / "projA" / "deep").mkdir(parents=True)
+    (inbox / "projB").mkdir()
+    for rel in ("projA/a.json", "projA/deep/d.json", "projB/b.json"):
+        (inbox / rel).write_bytes(coco_bytes())
+    config = base_config(tmp_path)
+    config["inboxes"][0]["recursive"] = True
+    config["rules"][0]["keep_tree"] = True
+    first = daemon_factory(config, "--once")
+    first.start()
+    assert first.wait() == 0
+    old = [outbox / "projA" / "a.log.jsonl", outbox / "projA" / "deep" / "d.log.jsonl",
+           outbox / "projA" / "a.zip"]
+    assert _logs(outbox / "projA") == ["a.log.jsonl"] and _logs(outbox / "projB") == ["b.log.jsonl"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.log.jsonl").write_text("{}\n")
+    (outbox / "projA" / "link").symlink_to(outside)
+    (outbox / ".hidden").mkdir()
+    (outbox / ".hidden" / "h.log.jsonl").write_text("{}\n")
+    (outbox / "projA" / "notes.txt").write_text("mine")
+    for path in (*old, outside / "o.log.jsonl", outbox / ".hidden" / "h.log.jsonl",
+                 outbox / "projA" / "notes.txt"):
+        _age(path, 40)
+    config["retention"] = {"logs": {"max_age": "30d"}}
+    d = daemon_factory(config)
+    d.start()
+    d.wait_for(lambda: _logs(outbox / "projA") == [] and _logs(outbox / "projA" / "deep") == [],
+               30, "old logs in sub-folders pruned")  # before: never (top level only)
+    assert d.stop() == 0
+    assert files(outbox / "projA") == ["a.zip", "link", "notes.txt"]
+    assert files(outbox / "projA" / "deep") == ["d.zip"]
+    assert files(outbox / "projB") == ["b.log.jsonl", "b.zip"]
+    assert (outside / "o.log.jsonl").exists() and (outbox / ".hidden" / "h.log.jsonl").exists()

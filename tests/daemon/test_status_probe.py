@@ -89,3 +89,29 @@ def test_failed_reload_is_a_problem_until_one_works(tmp_path: Path, daemon_facto
     d.wait_for(lambda: d.events("config.reloaded"), 30, "config.reloaded")
     d.wait_for(lambda: _status(d, "--problems-exit").returncode == 0, 30, "problem cleared")
     assert d.stop() == 0
+
+
+def test_config_that_no_longer_passes_is_a_problem_not_78(tmp_path: Path, daemon_factory) -> None:
+    """The daemon runs on the config it loaded; a file that stopped passing since (its rule's
+    labelmap deleted) is a problem of that daemon, and a file that is not even YAML leaves the
+    state unknown (4) unless --state-dir says where it is."""
+    labelmap = tmp_path / "labelmap.txt"
+    labelmap.write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\ncar:255,0,0::\n")
+    config = base_config(tmp_path)
+    config["rules"][0]["options"] = {"labelmap": str(labelmap)}
+    (tmp_path / "inbox").mkdir()
+    d = daemon_factory(config).start()
+    d.wait_ready()
+    labelmap.unlink()
+    out = _status(d)
+    assert out.returncode == 0, out.stdout + out.stderr  # before: 78, whatever the daemon did
+    assert f"daemon: running (pid {d.proc.pid}" in out.stdout
+    assert "problem: config" in out.stdout and "labelmap" in out.stdout
+    assert _status(d, "--problems-exit").returncode == 150
+    d.config_path.write_text("inboxes: [\n")
+    unknown = _status(d)
+    assert unknown.returncode == 4 and "daemon: unknown: config unreadable" in unknown.stdout
+    assert "--state-dir" in unknown.stdout and "Traceback" not in unknown.stderr
+    given = _status(d, "--state-dir", str(tmp_path / "state"))
+    assert given.returncode == 0 and "problem: config" in given.stdout, given.stdout
+    assert d.stop() == 0
