@@ -56,9 +56,9 @@ class UnmovableJobs(Protocol):
 
     def ended(self, job: Any, outcome: str) -> None: ...  # metrics.py counts it
 
-    def _reason(self, error: dict[str, Any]) -> str: ...
+    def reason(self, error: dict[str, Any]) -> str: ...
 
-    def _summary(self, job: Any, event: str, **fields: Any) -> dict[str, Any]: ...
+    def summary(self, job: Any, event: str, **fields: Any) -> dict[str, Any]: ...
 
 
 class Unmovable(OSError):
@@ -109,14 +109,14 @@ def leave_unmovable(jobs: UnmovableJobs, job: UnmovableJob, error: dict[str, Any
     except OSError as e:  # its name is taken again: it stays claimed, reported the same
         job.log.warning("input.not_returned", error=str(e))
         where = job.claim_path
-    reason = f"{jobs._reason(error)}; failed/ cannot take it ({why.strerror}), left at {where}"
+    reason = f"{jobs.reason(error)}; failed/ cannot take it ({why.strerror}), left at {where}"
     jobs.journal.update(job.job_id, state="failed", error=f"{error.get('type')}: {reason}")
     claims_mod.remove_marker(job.inbox, jobs.config.host_id, job.job_id)
     jobs.failed += 1
     jobs.ended(job, "failed")
     if jobs.on_left is not None and where != job.claim_path:
         jobs.on_left(job.inbox, where, reason)
-    summary = jobs._summary(job, "job.failed", error_type=error.get("type"), error=reason,
+    summary = jobs.summary(job, "job.failed", error_type=error.get("type"), error=reason,
                             where=error.get("where"), error_class=error.get("class"),
                             left_in_inbox=where != job.claim_path)
     jobs.log.warning("job.failed", **{k: v for k, v in summary.items() if k != "event"})

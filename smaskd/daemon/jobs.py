@@ -86,7 +86,12 @@ def _split_name(name: str) -> tuple[str, str]:
 
 
 class Jobs:
-    """The queue, the running set, and every transition; called from the main loop only."""
+    """The queue, the running set, and every transition; called from the main loop only.
+
+    Methods without a leading underscore are the API other modules drive, named by their
+    Protocols (``recovery.JobQueue``, ``inputs.UnmovableJobs``, ``space.SpoolingJobs``):
+    those modules never import this one, so they may call only what is public here.
+    """
 
     def __init__(self, config: Config, journal: Journal, supervisor: Supervisor, log: Any) -> None:
         self.config, self.journal, self.supervisor, self.log = config, journal, supervisor, log
@@ -115,7 +120,7 @@ class Jobs:
 
     # ------------------------------------------------------------ intake → queue
 
-    def _job(self, inbox: Inbox, claim: claims_mod.Claim, size: int) -> Job:
+    def new_job(self, inbox: Inbox, claim: claims_mod.Claim, size: int) -> Job:
         job = Job(claim.job_id, inbox, claim.name, claim.path, size=size, rel=claim.rel)
         job.log = self.log.bind(job_id=job.job_id, input=job.name, inbox=inbox.name)
         JOB_LOGS.open(job.job_id)
@@ -154,12 +159,12 @@ class Jobs:
         except JournalError as e:
             if journalwait.undo_claim(self, claim, cand, e):
                 return
-            job = self._job(inbox, claim, cand.st.st_size)
+            job = self.new_job(inbox, claim, cand.st.st_size)
             job.rule = rule
             journalwait.wait(self, job, e, "admit")
             return
         markers.consume(inbox, cand.rel, cand.st)  # claimed and journalled: its marker goes
-        job = self._job(inbox, claim, cand.st.st_size)
+        job = self.new_job(inbox, claim, cand.st.st_size)
         job.rule = rule
         job.claim_signature = signature_of(claim.path)
         job.moved_in, job.incomplete_since = cand.moved_in, cand.incomplete_since
@@ -173,11 +178,11 @@ class Jobs:
                                 "message": f"a symlink (to {target!r}); symlinks are never "
                                            "followed"})
                 return
-            self._prepare(job)
+            self.prepare(job)
         except JournalError as e:
             journalwait.wait(self, job, e, "run")
 
-    def _prepare(self, job: Job) -> None:
+    def prepare(self, job: Job) -> None:
         """Route (if not yet), check limits, resolve ``auto``; queue or fail."""
         if job.rule is None:
             job.rule = route(self.config, job.inbox.name, job.rel or job.name,
@@ -216,7 +221,7 @@ class Jobs:
             self.fail(job, describe_error(e))
             return
         except OSError as e:  # reading its first bytes failed (a share's EIO: backoff.py)
-            if not self._park(job, e, "run"):
+            if not self.park(job, e, "run"):
                 self.fail(job, describe_error(e))
             return
         self.journal.update(job.job_id, rule=job.rule.name, action=job.action, state="claimed")
@@ -241,7 +246,7 @@ class Jobs:
                 journalwait.wait(self, job, e, "run")
                 continue
             except OSError as e:  # cannot spawn now (EAGAIN, ENOMEM): keep the job, try later
-                if self._park(job, e, "run"):
+                if self.park(job, e, "run"):
                     continue  # the outbox's share is gone: wait for it (backoff.py)
                 job.attempts -= 1
                 self.queue.appendleft(job)
@@ -257,18 +262,18 @@ class Jobs:
     def _start(self, job: Job) -> None:
         assert job.rule is not None and job.action is not None
         if job.stale:
-            self._cleanup_staging(job, worker_temps=True)
+            self.cleanup_staging(job, worker_temps=True)
             job.stale = False
         job.attempts += 1
         job.started_at = time.monotonic()
         if job.claim_signature is None:  # adopted after a restart: from here on
             job.claim_signature = signature_of(job.claim_path)
         # The outbox itself, never its parents: under an unmounted share's mount point a
-        # local folder would swallow the results (the parent missing is a fault: _park).
+        # local folder would swallow the results (the parent missing is a fault: park).
         dirs.place(job.rule.outbox).fd()
         if job.spool:
             space.spool_dir(self.config.state_dir)
-        staging = self._result_path(job)
+        staging = self.result_path(job)
         spec = JobSpec(job.job_id, job.rule.name, job.name, str(job.claim_path), str(staging),
                        job.action, replace(job.rule.options, source_name=job.name,
                                limits=self.config.limits),
@@ -306,10 +311,10 @@ class Jobs:
         if out.status == "ok":
             self.publish(job, out)
         elif out.status == "error":
-            if not self._park(job, out.error, "run"):
+            if not self.park(job, out.error, "run"):
                 self.fail(job, out.error or {})
         else:  # the worker was killed, crashed or timed out: its temp file may be left
-            self._cleanup_staging(job, worker_temps=True)
+            self.cleanup_staging(job, worker_temps=True)
             if retry and job.attempts <= MAX_RETRIES:
                 job.log.warning("job.retry", reason=out.reason, attempt=job.attempts)
                 self.journal.update(job.job_id, state="claimed", error=out.reason)
@@ -331,13 +336,13 @@ class Jobs:
                         error["signal"] = signal.Signals(-out.exitcode).name
                 self.fail(job, error)
 
-    def _result_path(self, job: Job) -> Path:
+    def result_path(self, job: Job) -> Path:
         """Where the worker writes the result: the outbox, or the spool after no room."""
         assert job.rule is not None and job.action is not None
         folder = self.spool if job.spool else job.rule.outbox
         return outbox.staging_path(folder, job.job_id, output_suffix(job.action))
 
-    def _cleanup_staging(self, job: Job, worker_temps: bool = False) -> None:
+    def cleanup_staging(self, job: Job, worker_temps: bool = False) -> None:
         """Remove this job's staging files, and with ``worker_temps`` the worker's temp file.
 
         Staging names are known (``.smaskd-<job id><suffix>``), so they are unlinked by name:
@@ -363,7 +368,7 @@ class Jobs:
 
     # ------------------------------------------------------------ publish / fail
 
-    def _summary(self, job: Job, event: str, **fields: Any) -> dict[str, Any]:
+    def summary(self, job: Job, event: str, **fields: Any) -> dict[str, Any]:
         now = time.monotonic()
         summary = {"event": event, "job_id": job.job_id, "rule": job.rule.name if job.rule else None,
                    "inbox": job.inbox.name, "input": job.name, "sha256": job.sha256,
@@ -383,7 +388,7 @@ class Jobs:
         assert job.rule is not None and job.action is not None
         refused = self._refusal(job)
         if refused is not None:  # the outbox now aliases an inbox: nothing is published there
-            self._park(job, None, "publish", out, refused)
+            self.park(job, None, "publish", out, refused)
             return
         crash_point("after_temp_write", job.name)
         if not self._claim_dir(job).exists(job.claim_path.name):
@@ -435,7 +440,7 @@ class Jobs:
             plan.append([str(staging), str(dest / f"{chosen}{suffix}")])
             outputs = [f"{chosen}{suffix}"]
         log_final = dest / f"{log_stem}{LOG_SUFFIX}"
-        summary = self._summary(
+        summary = self.summary(
             job, "job.done", outputs=outputs, log=log_final.name, outbox=str(dest),
             items=result.get("items"), instances=result.get("instances"),
             labels=result.get("labels"), warnings=result.get("warnings", []),
@@ -460,7 +465,7 @@ class Jobs:
         if unstage is not None:  # only now: until the journal says so, it may be published
             dirs.place(unstage.parent).unlink(unstage.name, missing_ok=False)
         crash_point("before_publish", job.name)
-        self._publish_plan(plan, replace_, job.name, defer=True)
+        self.publish_plan(plan, replace_, job.name, defer=True)
         crash_point("after_publish", job.name)
         self.group.then(job, "resume", None, lambda: self._published(job, summary))
 
@@ -495,7 +500,7 @@ class Jobs:
             return False
         fields: dict[str, Any] = {"state": state, "outputs": plan, "sha256": job.sha256}
         if error is not None:
-            fields.update(detail=error, error=f"{error.get('type')}: {self._reason(error)}")
+            fields.update(detail=error, error=f"{error.get('type')}: {self.reason(error)}")
         elif keep is not None:
             fields["detail"] = keep
         self.journal.update(job.job_id, **fields)
@@ -512,7 +517,7 @@ class Jobs:
         if job.taken_from is not None:
             claims_mod.remove_marker(job.inbox, *job.taken_from)
 
-    def _publish_plan(self, plan: list[list[str]], replace: bool, name: str = "",
+    def publish_plan(self, plan: list[list[str]], replace: bool, name: str = "",
                       defer: bool = False) -> list[str]:
         """Rename each staged file to its planned name; skip those done before a crash.
 
@@ -675,7 +680,7 @@ class Jobs:
     def _lost(self, job: Job, why: str) -> None:
         """The claim left this host under our feet: drop our work, report nothing."""
         job.log.error("claim.lost", reason=why, action="our outputs discarded")
-        self._cleanup_staging(job, worker_temps=True)
+        self.cleanup_staging(job, worker_temps=True)
         JOB_LOGS.close(job.job_id)
         self.journal.update(job.job_id, state="lost", error=why)
         self.ended(job, "lost")
@@ -686,7 +691,7 @@ class Jobs:
             hook(job, outcome)
 
     @staticmethod
-    def _reason(error: dict[str, Any]) -> str:
+    def reason(error: dict[str, Any]) -> str:
         return error.get("message") or error.get("type") or "failed"
 
     def fail(self, job: Job, error: dict[str, Any]) -> None:
@@ -694,14 +699,14 @@ class Jobs:
         symlinked failed/) says to park it until the fault is gone (backoff.py)."""
         refused = self._refusal(job)
         if refused is not None:  # its log would land in an outbox that aliases an inbox
-            self._park(job, error, "fail", None, refused)
+            self.park(job, error, "fail", None, refused)
             return
         try:
             self._fail(job, error)
         except JournalError as e:
             journalwait.wait(self, job, e, "fail", error)
         except OSError as e:
-            if not self._park(job, e, "fail"):
+            if not self.park(job, e, "fail"):
                 raise
 
     def _fail(self, job: Job, error: dict[str, Any]) -> None:
@@ -710,11 +715,11 @@ class Jobs:
         if not self._claim_dir(job).exists(job.claim_path.name) and not (row and row.moved_to):
             self._lost(job, "the claimed input is gone (taken over by another host after a stall?)")
             return
-        self._cleanup_staging(job)
+        self.cleanup_staging(job)
         if job.rule is None:  # the log goes to failed/: never through a symlink planted there
             outbox.real_folder(job.inbox.failed_dir)
-        reason = self._reason(error)
-        summary = self._summary(job, "job.failed", error_type=error.get("type"), error=reason,
+        reason = self.reason(error)
+        summary = self.summary(job, "job.failed", error_type=error.get("type"), error=reason,
                                 where=error.get("where"), error_class=error.get("class"))
         data = self._log_bytes(job, summary, "warning")
         box, folder = (job.rule.outbox, "outbox") if job.rule else (job.inbox.failed_dir, "failed")
@@ -738,7 +743,7 @@ class Jobs:
         """Publish the staged log, move the input to failed/, write its report (idempotent)."""
         log_path = None
         try:
-            finals = self._publish_plan(plan, False, job.name)
+            finals = self.publish_plan(plan, False, job.name)
             log_path = finals[0] if finals else None
         except OSError as e:
             job.log.error("log.publish_failed", error=str(e))
@@ -752,7 +757,7 @@ class Jobs:
             inputs.leave_unmovable(self, job, error, e)
             return
         crash_point("after_fail_move", job.name)
-        reason = self._reason(error)
+        reason = self.reason(error)
         report = {"job_id": job.job_id, "input": job.name, "inbox": job.inbox.name,
                   "rule": job.rule.name if job.rule else None, "action": job.action,
                   "attempts": job.attempts, "error": error, "sha256": job.sha256,
@@ -768,7 +773,7 @@ class Jobs:
         self._release_markers(job)
         self.failed += 1
         self.ended(job, "failed")
-        summary = summary or self._summary(job, "job.failed", error_type=error.get("type"),
+        summary = summary or self.summary(job, "job.failed", error_type=error.get("type"),
                                            error=reason, where=error.get("where"),
                                            error_class=error.get("class"), recovered=True)
         self.log.warning("job.failed", **{k: v for k, v in summary.items() if k != "event"})
@@ -801,7 +806,7 @@ class Jobs:
         self.waiting.park(fault, Waiter(job, "run"))
         return True
 
-    def _park(self, job: Job, error: Any, step: str, out: Outcome | None = None,
+    def park(self, job: Job, error: Any, step: str, out: Outcome | None = None,
               fault: Fault | None = None) -> bool:
         """Hold ``job`` if a filesystem fault, not its input, stopped it; False to fail it.
 
@@ -826,10 +831,10 @@ class Jobs:
             step = "resume"
         elif row is None or row.state in ("claimed", "running"):
             staged = out is not None and step == "publish" and job.action is not None and \
-                job.rule is not None and os.path.lexists(self._result_path(job))
+                job.rule is not None and os.path.lexists(self.result_path(job))
             if not staged:
                 step, out = "run", None
-                self._cleanup_staging(job)
+                self.cleanup_staging(job)
                 job.attempts = max(0, job.attempts - 1)
             with contextlib.suppress(JournalError):  # that fault is waited for on its own
                 self.journal.update(job.job_id, state="claimed", attempts=job.attempts,
@@ -848,7 +853,7 @@ class Jobs:
                 if waiter.step == "run" and job.rule is not None and job.action is not None:
                     self.queue.appendleft(job)
                 elif waiter.step == "run":  # never routed (it failed early): from the top
-                    self._prepare(job)
+                    self.prepare(job)
                 elif waiter.step == "publish":
                     self.publish(job, waiter.outcome)
                 elif waiter.step == "fail":  # the journal refused to record the failure
@@ -856,7 +861,7 @@ class Jobs:
                 elif waiter.step == "admit":  # claimed; the journal refused its row
                     self.journal.add(job.job_id, self.config.host_id, job.inbox.name, job.name,
                                      job.claim_path, job.size)
-                    self._prepare(job)
+                    self.prepare(job)
                 else:
                     row = self.journal.get(job.job_id)
                     if row is not None:
@@ -876,7 +881,7 @@ class Jobs:
         if isinstance(error, JournalError):
             journalwait.wait(self, job, error, step, out)
             return
-        if self._park(job, error, step, out):
+        if self.park(job, error, step, out):
             return
         row = self.journal.get(job.job_id)
         state = row.state if row is not None else None
@@ -887,7 +892,7 @@ class Jobs:
         }
         if state in unfinished:
             folder, label = unfinished[state]
-            self._park(job, error, step, out, Fault(
+            self.park(job, error, step, out, Fault(
                 label, folder, f"cannot finish the job there: {type(error).__name__}: {error}",
                 "write"))
             return
@@ -895,7 +900,7 @@ class Jobs:
         try:
             self.fail(job, describe_error(error))
         except Exception as e:  # noqa: BLE001 - failed/ unusable too: wait for it
-            self._park(job, e, "resume", None, Fault(
+            self.park(job, e, "resume", None, Fault(
                 "failed folder", job.inbox.failed_dir,
                 f"cannot record the failure there: {type(e).__name__}: {e}", "write"))
 
@@ -922,7 +927,7 @@ class Jobs:
         why = ("changed after it was claimed" if changed else
                f"ends before it is complete ({error.get('message') or error.get('type')})")
         now = time.monotonic()
-        self._cleanup_staging(job, worker_temps=True)
+        self.cleanup_staging(job, worker_temps=True)
         job.attempts = max(0, job.attempts - 1)
         self.journal.update(job.job_id, state="claimed", attempts=job.attempts,
                             error=f"waiting: the input {why}")
@@ -966,9 +971,3 @@ class Jobs:
     def sweep_staging(self) -> int:
         """Remove staging files of finished jobs left by a crash (once, at start-up)."""
         return recovery.sweep_staging(self)
-
-    # The job API recovery.py drives (its ``JobQueue`` protocol names all of it): recovery
-    # never imports this module, so jobs -> recovery stays the only direction.
-    new_job = _job
-    prepare = _prepare
-    publish_plan = _publish_plan

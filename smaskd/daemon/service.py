@@ -648,7 +648,7 @@ class Service:
             job = self.jobs.running.pop(job_id)
             with contextlib.suppress(JournalError):
                 self.journal.update(job_id, state="claimed")
-            self.jobs._cleanup_staging(job)
+            self.jobs.cleanup_staging(job)
             self.log.warning("job.interrupted", job_id=job_id, input=job.name,
                              action="left claimed for the next start")
         if self.retention is not None:

@@ -40,11 +40,11 @@ class SpoolingJobs(Protocol):
     even for type hints, would make the two a cycle; this names only what is called.
     """
 
-    def _result_path(self, job: Any) -> Path: ...
+    def result_path(self, job: Any) -> Path: ...
 
     def fail(self, job: Any, error: dict[str, Any]) -> None: ...
 
-    def _park(self, job: Any, error: Any, step: str, out: Any = None,
+    def park(self, job: Any, error: Any, step: str, out: Any = None,
               fault: Fault | None = None) -> bool: ...
 
 #: Errnos that say "the outbox has no room": the job's next run is spooled.
@@ -102,7 +102,7 @@ def copy_in(spooled: Path, staging: Path) -> None:
 def room_for(jobs: SpoolingJobs, job: SpooledJob, out: Any, staging: Path) -> bool:
     """Bring ``job``'s spooled result to ``staging`` in the outbox if it has room; else
     park the job (a ``space`` wait) or fail it (it can never fit). True: go on publishing."""
-    spooled = jobs._result_path(job)
+    spooled = jobs.result_path(job)
     if not os.path.lexists(spooled):
         return True  # copied in by an earlier try
     size = os.lstat(spooled).st_size
@@ -122,5 +122,5 @@ def room_for(jobs: SpoolingJobs, job: SpooledJob, out: Any, staging: Path) -> bo
                 raise
             fault = Fault("outbox", job.rule.outbox, "filled up while the result was copied in",
                           "space", size + SLACK)
-    jobs._park(job, None, "publish", out, fault)
+    jobs.park(job, None, "publish", out, fault)
     return False
