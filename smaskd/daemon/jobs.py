@@ -12,7 +12,6 @@ its target between ``link`` and ``unlink``, so a crash half way through either i
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import stat
@@ -22,27 +21,26 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from smaskd import __version__
 from smaskd.config import Config, Inbox, Rule
 from smaskd.convert import output_suffix, resolve_action
 from smaskd.daemon import claims as claims_mod
-from smaskd.daemon import (conflicts, dirs, inputs, journalwait, markers, names, outbox, recovery,
-                           scheduling, space, trees)
+from smaskd.daemon import (conflicts, dirs, inputs, joblog, journalwait, markers, names, outbox,
+                           recovery, scheduling, space, trees)
 from smaskd.daemon.backoff import Fault, Waiter, Waiting, classify
 from smaskd.daemon.faults import crash_point, stall_point
 from smaskd.daemon.groupcommit import GroupCommit
 from smaskd.daemon.intake import Candidate, Intake, Signature, looks_complete
+from smaskd.daemon.joblog import LOG_SUFFIX
 from smaskd.daemon.journal import Journal
 from smaskd.daemon.routing import route, safe_kind
 from smaskd.daemon.unfinished import Unfinished, format_seconds, signature_of
 from smaskd.daemon.workers import JobSpec, Outcome, Supervisor, describe_error
 from smaskd.errors import JournalError, SmaskdError
-from smaskd.log import JOB_LOGS, jsonable, timestamper
+from smaskd.log import JOB_LOGS
 
 __all__ = ["Job", "Jobs", "MAX_RETRIES"]
 
 MAX_RETRIES = 2  # a crashed, timed-out or out-of-memory job runs at most 1 + 2 times
-LOG_SUFFIX = ".log.jsonl"
 _GIVE_UP = {"timeout": ("Timeout", "worker"), "memory": ("MemoryLimitExceeded", "limit")}
 
 
@@ -369,20 +367,8 @@ class Jobs:
     # ------------------------------------------------------------ publish / fail
 
     def summary(self, job: Job, event: str, **fields: Any) -> dict[str, Any]:
-        now = time.monotonic()
-        summary = {"event": event, "job_id": job.job_id, "rule": job.rule.name if job.rule else None,
-                   "inbox": job.inbox.name, "input": job.name, "sha256": job.sha256,
-                   "size": job.size, "action": job.action, "attempts": job.attempts,
-                   "duration_ms": round((now - job.claimed_at) * 1000, 1),
-                   "queue_ms": round(((job.started_at or now) - job.claimed_at) * 1000, 1)}
-        summary.update(fields)
-        return summary
-
-    def _log_bytes(self, job: Job, summary: dict[str, Any], level: str) -> bytes:
-        # kept on the job: a write refused by the journal makes us build this log again
-        events = job.events = (job.events or []) + JOB_LOGS.close(job.job_id)
-        last = timestamper(None, level, {**summary, "level": level, "logger": "smaskd.daemon"})
-        return "".join(json.dumps(e, default=str) + "\n" for e in [*events, jsonable(last)]).encode()
+        """The job's ``job.done`` / ``job.failed`` summary (joblog.py)."""
+        return joblog.summary(job, event, **fields)
 
     def publish(self, job: Job, out: Outcome) -> None:
         assert job.rule is not None and job.action is not None
@@ -448,7 +434,7 @@ class Jobs:
             skipped=skipped is not None, skip_reason=skipped, duplicate_of=job.duplicate_of,
             input_kept=keep_input or None)
         log_staging = outbox.staging_path(box, job.job_id, LOG_SUFFIX)
-        outbox.write_staging(log_staging, self._log_bytes(job, summary, "info"), self.config.file_mode)
+        outbox.write_staging(log_staging, joblog.log_bytes(job, summary, "info"), self.config.file_mode)
         plan.append([str(log_staging), str(log_final)])
         if not self._record_plan(job, "publishing", plan, "outbox",
                                  keep={"keep_input": True} if keep_input else None):
@@ -721,7 +707,7 @@ class Jobs:
         reason = self.reason(error)
         summary = self.summary(job, "job.failed", error_type=error.get("type"), error=reason,
                                 where=error.get("where"), error_class=error.get("class"))
-        data = self._log_bytes(job, summary, "warning")
+        data = joblog.log_bytes(job, summary, "warning")
         box, folder = (job.rule.outbox, "outbox") if job.rule else (job.inbox.failed_dir, "failed")
         dest = trees.result_folder(job.rule, job.rel or job.name) if job.rule else box
         plan: list[list[str]] = []
@@ -758,12 +744,7 @@ class Jobs:
             return
         crash_point("after_fail_move", job.name)
         reason = self.reason(error)
-        report = {"job_id": job.job_id, "input": job.name, "inbox": job.inbox.name,
-                  "rule": job.rule.name if job.rule else None, "action": job.action,
-                  "attempts": job.attempts, "error": error, "sha256": job.sha256,
-                  "size": job.size, "host_id": self.config.host_id,
-                  "smaskd_version": __version__, "log": log_path,
-                  "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        report = joblog.failure_report(job, error, self.config.host_id, log_path)
         target = moved.parent / names.free_report_name(moved.parent, moved.name, job.job_id)
         staging = outbox.staging_path(moved.parent, job.job_id, ".error.json")
         outbox.write_staging(staging, outbox.report_bytes(report), self.config.file_mode)

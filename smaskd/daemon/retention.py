@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 from smaskd.config import Config, Prune
 from smaskd.daemon.dirs import Folder
-from smaskd.daemon.jobs import LOG_SUFFIX
+from smaskd.daemon.joblog import LOG_SUFFIX
 from smaskd.daemon.journal import Journal
 from smaskd.errors import JournalError
 
