@@ -24,10 +24,10 @@ from typing import Any, Callable
 from smaskd.config import Config, Inbox, Rule
 from smaskd.convert import output_suffix, resolve_action
 from smaskd.daemon import claims as claims_mod
-from smaskd.daemon import (conflicts, dirs, inputs, joblog, journalwait, markers, names, outbox,
-                           recovery, scheduling, space, trees)
+from smaskd.daemon import (dirs, inputs, joblog, journalwait, markers, outbox, publishing, recovery,
+                           scheduling, space, trees)
 from smaskd.daemon.backoff import Fault, Waiter, Waiting, classify
-from smaskd.daemon.faults import crash_point, stall_point
+from smaskd.daemon.faults import crash_point
 from smaskd.daemon.groupcommit import GroupCommit
 from smaskd.daemon.intake import Candidate, Intake, Signature, looks_complete
 from smaskd.daemon.joblog import LOG_SUFFIX
@@ -76,11 +76,6 @@ class Job:
 def _errno(error: Any) -> int | None:
     """The errno of an exception or of a worker's error report."""
     return error.get("errno") if isinstance(error, dict) else getattr(error, "errno", None)
-
-
-def _split_name(name: str) -> tuple[str, str]:
-    stem, dot, ext = name.rpartition(".")
-    return (stem, f".{ext}") if dot and stem else (name, "")
 
 
 class Jobs:
@@ -171,7 +166,7 @@ class Jobs:
                       complete="renamed in" if cand.moved_in else "settled")
         try:
             if cand.kind == "symlink":
-                target = os.readlink(claim.path.name, dir_fd=self._claim_dir(job).fd())
+                target = os.readlink(claim.path.name, dir_fd=self.claim_dir(job).fd())
                 self.fail(job, {"type": "UnsafeInput", "class": "input", "where": job.name,
                                 "message": f"a symlink (to {target!r}); symlinks are never "
                                            "followed"})
@@ -191,7 +186,7 @@ class Jobs:
             return
         job.log = job.log.bind(rule=job.rule.name)
         try:
-            st = self._claim_dir(job).lstat(job.claim_path.name)
+            st = self.claim_dir(job).lstat(job.claim_path.name)
         except FileNotFoundError:
             job.log.warning("claim.vanished")
             JOB_LOGS.close(job.job_id)
@@ -364,306 +359,35 @@ class Jobs:
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
 
-    # ------------------------------------------------------------ publish / fail
+    # ---------------------------------------------------- publish / fail (publishing.py)
+
+    def publish(self, job: Job, out: Outcome) -> None:
+        """Decide, journal and publish ``job``'s result, then complete its input."""
+        publishing.publish(self, job, out)
+
+    def publish_plan(self, plan: list[list[str]], replace: bool, name: str = "",
+                     defer: bool = False) -> list[str]:
+        """Rename each staged file of ``plan`` to its planned name (publishing.py)."""
+        return publishing.publish_plan(self, plan, replace, name, defer)
+
+    def complete(self, job: Job, summary: dict[str, Any] | None = None) -> bool:
+        """The input's completion action, once ``published`` (publishing.py)."""
+        return publishing.complete(self, job, summary)
+
+    def finish_failure(self, job: Job, plan: list[list[str]], error: dict[str, Any],
+                       summary: dict[str, Any] | None = None) -> None:
+        """Publish the staged log, move the input to failed/, write its report."""
+        publishing.finish_failure(self, job, plan, error, summary)
 
     def summary(self, job: Job, event: str, **fields: Any) -> dict[str, Any]:
         """The job's ``job.done`` / ``job.failed`` summary (joblog.py)."""
         return joblog.summary(job, event, **fields)
 
-    def publish(self, job: Job, out: Outcome) -> None:
-        assert job.rule is not None and job.action is not None
-        refused = self._refusal(job)
-        if refused is not None:  # the outbox now aliases an inbox: nothing is published there
-            self.park(job, None, "publish", out, refused)
-            return
-        crash_point("after_temp_write", job.name)
-        if not self._claim_dir(job).exists(job.claim_path.name):
-            self._lost(job, "the claimed input is gone (taken over by another host after a stall?)")
-            return
-        stall_point("stall_publish", job.name)
-        rule, result = job.rule, out.result or {}
-        box = rule.outbox
-        dest = trees.result_folder(rule, job.rel or job.name)  # box, or a sub-folder of it
-        suffix = output_suffix(job.action)
-        staging = outbox.staging_path(box, job.job_id, suffix)
-        if job.spool and not space.room_for(self, job, out, staging):
-            return
-        if job.sha256:
-            job.duplicate_of = self.journal.duplicate_of(job.job_id, job.sha256, rule.name)
-            if job.duplicate_of:
-                job.log.info("job.duplicate", duplicate_of=job.duplicate_of)
-        stem = names.published_stem(job.name)
-        if stem != outbox.output_stem(job.name):
-            job.log.info("output.name_mapped", input=job.name, stem=stem,
-                         reason="not a name Windows clients can open (README: Output names)")
-        on_conflict = rule.on_conflict
-        blocking = names.folder_in_the_way(dest, stem, [suffix, LOG_SUFFIX]) \
-            if on_conflict == "replace" else None
-        if blocking is not None:  # never replaced, never parked: keep both (README)
-            job.log.warning("output.kept_both", path=str(blocking),
-                            reason="a folder has the output's name; replace never removes it")
-            on_conflict = "rename"
-        chosen, skipped, keep_input = conflicts.decide(self.journal, job, dest, stem, suffix,
-                                                       LOG_SUFFIX, on_conflict)
-        plan: list[list[str]] = []
-        if skipped is not None:
-            if skipped == "exists":
-                job.log.info("output.skipped", reason="exists", name=f"{stem}{suffix}",
-                             input_kept=keep_input)
-            log_stem = outbox.pick_names(dest, stem, [LOG_SUFFIX], "rename")
-            outputs = []
-        else:
-            assert chosen is not None
-            log_stem = chosen
-            # The worker fsynced its bytes (atomic_writer); the mode change is metadata that
-            # the outbox's fsync after the rename commits on a journaling filesystem, so no
-            # fsync of its own (at worst a power loss leaves the worker's umask-derived mode).
-            fd = dirs.place(box).open(staging.name, os.O_RDONLY)
-            try:
-                os.fchmod(fd, self.config.file_mode)
-            finally:
-                os.close(fd)
-            plan.append([str(staging), str(dest / f"{chosen}{suffix}")])
-            outputs = [f"{chosen}{suffix}"]
-        log_final = dest / f"{log_stem}{LOG_SUFFIX}"
-        summary = self.summary(
-            job, "job.done", outputs=outputs, log=log_final.name, outbox=str(dest),
-            items=result.get("items"), instances=result.get("instances"),
-            labels=result.get("labels"), warnings=result.get("warnings", []),
-            convert_ms=result.get("convert_ms"), worker_ms=round(out.duration * 1000, 1),
-            skipped=skipped is not None, skip_reason=skipped, duplicate_of=job.duplicate_of,
-            input_kept=keep_input or None)
-        log_staging = outbox.staging_path(box, job.job_id, LOG_SUFFIX)
-        outbox.write_staging(log_staging, joblog.log_bytes(job, summary, "info"), self.config.file_mode)
-        plan.append([str(log_staging), str(log_final)])
-        if not self._record_plan(job, "publishing", plan, "outbox",
-                                 keep={"keep_input": True} if keep_input else None):
-            return
-        stall_point("stall_decided", job.name)
-        unstage = staging if skipped is not None else None
-        replace_ = on_conflict == "replace" and skipped is None
-        self.group.then(job, "publish", out,  # once the plan is durable (journal.py)
-                        lambda: self._publish_recorded(job, plan, unstage, replace_, summary))
-
-    def _publish_recorded(self, job: Job, plan: list[list[str]], unstage: Path | None,
-                          replace_: bool, summary: dict[str, Any]) -> None:
-        """Publish a plan the journal holds durably; record it once the outbox is synced."""
-        if unstage is not None:  # only now: until the journal says so, it may be published
-            dirs.place(unstage.parent).unlink(unstage.name, missing_ok=False)
-        crash_point("before_publish", job.name)
-        self.publish_plan(plan, replace_, job.name, defer=True)
-        crash_point("after_publish", job.name)
-        self.group.then(job, "resume", None, lambda: self._published(job, summary))
-
-    def _published(self, job: Job, summary: dict[str, Any]) -> None:
-        self.journal.update(job.job_id, state="published")
-        job.journaled = "published"
-        crash_point("after_journal", job.name)
-        self.complete(job, summary)
-
-    def _record_plan(self, job: Job, state: str, plan: list[list[str]], folder: str,
-                     error: dict[str, Any] | None = None,
-                     keep: dict[str, Any] | None = None) -> bool:
-        """Decide to publish (or fail): create the job's decision marker beside the claim,
-        holding the plan (for a host that may take the claim over if we die; names only, its
-        mount point may differ), then journal it (for our own restart). False, with the job
-        dropped, when a taker decided first (we stalled past our lease): see claims.py.
-        ``keep`` (``{"keep_input": True}``: a skipped input not to delete) goes in ``detail``."""
-        marker = {"state": state, "name": job.name, "rel": job.rel,
-                  "rule": job.rule.name if job.rule else None,
-                  "action": job.action, "attempts": job.attempts, "sha256": job.sha256,
-                  "folder": folder, "pairs": trees.plan_pairs(plan),
-                  "error": error, "host_id": self.config.host_id, "job_id": job.job_id,
-                  **(keep or {})}
-        taken = claims_mod.decide(job.inbox, self.config.host_id, job.job_id, marker,
-                                  claim_name=job.claim_path.name)
-        if taken is not None:
-            claims_mod.remove_marker(job.inbox, self.config.host_id, job.job_id)
-            by = (f"host {taken['host_id']!r} (as job {taken.get('job_id')!r})"
-                  if taken.get("host_id") else "another host")
-            self._lost(job, f"taken over by {by} before this host decided to publish "
-                            "(it stalled past its lease)")
-            return False
-        fields: dict[str, Any] = {"state": state, "outputs": plan, "sha256": job.sha256}
-        if error is not None:
-            fields.update(detail=error, error=f"{error.get('type')}: {self.reason(error)}")
-        elif keep is not None:
-            fields["detail"] = keep
-        self.journal.update(job.job_id, **fields)
-        job.journaled = state
-        return True
-
-    def _claim_dir(self, job: Job) -> dirs.Folder:
+    def claim_dir(self, job: Job) -> dirs.Folder:
         """This host's claim folder, through its (pinned) descriptor."""
         return claims_mod.area(job.inbox).host(self.config.host_id)
 
-    def _release_markers(self, job: Job) -> None:
-        """The job is over: its decision marker, and the tombstone of the claim it took over."""
-        claims_mod.remove_marker(job.inbox, self.config.host_id, job.job_id)
-        if job.taken_from is not None:
-            claims_mod.remove_marker(job.inbox, *job.taken_from)
-
-    def publish_plan(self, plan: list[list[str]], replace: bool, name: str = "",
-                      defer: bool = False) -> list[str]:
-        """Rename each staged file to its planned name; skip those done before a crash.
-
-        First the journal barrier (the plan's ``publishing``/``failing`` row is durable before
-        any of it is visible), last one fsync per folder, before the caller records the next
-        state (``defer``: at the pass's next barrier, groupcommit.py): journal.py."""
-        self.journal.sync()
-        finals = []
-        folders: dict[str, Path] = {}
-        for i, (staging, final) in enumerate(plan):
-            if i == 1:
-                crash_point("mid_publish", name)
-            if not dirs.place(Path(staging).parent).exists(Path(staging).name):
-                finals.append(final)  # published before a crash
-                continue
-            try:
-                outbox.publish(Path(staging), Path(final), replace=replace, sync=False)
-            except (FileExistsError, IsADirectoryError):
-                # a writer took the name since we chose it, or made a folder there (which
-                # ``replace`` must not remove): keep both
-                base = Path(final).name
-                suffix = LOG_SUFFIX if base.endswith(LOG_SUFFIX) else Path(final).suffix
-                folder = Path(final).parent
-                stem = outbox.pick_names(folder, base[: -len(suffix)], [suffix], "rename")
-                final = str(folder / f"{stem}{suffix}")
-                outbox.publish(Path(staging), Path(final), replace=False, sync=False)
-            for touched in (Path(final).parent, Path(staging).parent):  # keep_tree: two folders
-                folders[str(touched)] = touched
-            finals.append(final)
-        for folder in folders.values():
-            if defer:
-                self.group.touched(folder)
-            else:
-                dirs.place(folder).sync()
-        return finals
-
-    def complete(self, job: Job, summary: dict[str, Any] | None = None) -> bool:
-        """The input's completion action; runs only after the journal says ``published``.
-        False when a taker finished the job instead (see :meth:`_handed_over`).
-
-        ``on_success: delete`` keeps (moves to done/) an input whose result was skipped for
-        an output made from other content (``keep_input`` in the journal's ``detail``).
-        In a pass (groupcommit.py) the claim leaves at the pass's next barrier; ``summary``
-        is logged as ``job.done`` then.
-        """
-        if self._handed_over(job):
-            return False
-        row = self.journal.get(job.job_id)
-        keep = bool(row is not None and row.detail and row.detail.get("keep_input"))
-        if job.rule is not None and job.rule.on_success == "delete" and not keep:
-            # ``published`` is durable before the input goes
-            self.group.then(job, "resume", None, lambda: self._completed(job, None, summary))
-        else:
-            self._move_claim(job, job.inbox.done_dir,
-                             lambda target: self._completed(job, str(target), summary))
-        return True
-
-    def _completed(self, job: Job, where: str | None, summary: dict[str, Any] | None) -> None:
-        if where is None:
-            self._claim_dir(job).unlink(job.claim_path.name)  # missing: deleted before a crash
-        crash_point("after_input_move", job.name)
-        self.journal.update(job.job_id, state="done")
-        self._release_markers(job)
-        self.done += 1
-        self.ended(job, "done")
-        job.log.debug("input.completed", moved_to=where)
-        if summary is not None:
-            self.log.info("job.done", **{k: v for k, v in summary.items() if k != "event"})
-
-    def _handed_over(self, job: Job) -> bool:
-        """Did a taker get the claim after we decided (we stalled past our lease)? Then it
-        finishes our very plan (claims.py) and reports the job; we stop here, saying so.
-
-        The claim is gone from our folder and the journal records no move of it by us. The
-        staged files are left alone: they are the taker's to publish.
-        """
-        row = self.journal.get(job.job_id)
-        if (row is not None and row.moved_to) or self._claim_dir(job).exists(job.claim_path.name):
-            return False
-        job.log.warning("claim.lost", reason="taken over by another host after this host "
-                        "decided (it stalled past its lease); the taker finishes the same plan",
-                        action="nothing more done here")
-        JOB_LOGS.close(job.job_id)
-        self.journal.update(job.job_id, state="lost", error="taken over after the decision")
-        self.ended(job, "lost")
-        return True
-
-    def _move_claim(self, job: Job, folder: Path,
-                    then: Callable[[Path], None] | None = None) -> Path | None:
-        """Move the claimed input into ``folder`` (keep both on a name clash) exactly once.
-
-        The target is journalled after ``link`` and before ``unlink``; a restart that finds
-        the claim still linked there only unlinks it, instead of linking it again as ``-1``.
-        The unlink waits until the link (folder fsync) and its record (journal barrier) are
-        durable (journal.py): at once, returning the target, or with ``then`` at the pass's
-        next barrier (groupcommit.py), calling ``then(target)`` after it.
-        """
-        row = self.journal.get(job.job_id)
-        recorded = Path(row.moved_to) if row is not None and row.moved_to else None
-        src, name = self._claim_dir(job), job.claim_path.name
-        try:
-            st = src.lstat(name)
-        except FileNotFoundError:  # moved before a crash
-            return self._moved(job, None, recorded or folder / job.name, then)
-        if recorded is None and st.st_nlink > 1:  # crashed between link and journal
-            recorded = self._linked_copy(st, folder, job.name)
-        if recorded is not None and outbox.same_inode(st, recorded):
-            dirs.place(folder).sync()  # the link (made before a crash) is durable
-            if row is None or row.moved_to != str(recorded):
-                self.journal.update(job.job_id, moved_to=str(recorded))
-            return self._moved(job, name, recorded, then)
-        # through descriptors, re-validated: never into a symlinked or renamed-away folder
-        try:
-            target = outbox.link_input(src.fd(), name, folder, job.name, sync=False)
-        except PermissionError as e:
-            if e.filename2 is not None or e.filename is None or os.fsdecode(e.filename) != name:
-                raise  # the folder refused it: a fault (backoff.py), not the input
-            # not linked (protected_hardlinks) and not readable to copy: rename it
-            target = inputs.rename_unreadable(src.fd(), name, folder, job.name, e)
-            self.journal.update(job.job_id, moved_to=str(target))
-            dirs.place(folder).sync()
-            return self._moved(job, None, target, then)
-        if then is None:
-            dirs.place(folder).sync()
-        else:
-            self.group.touched(folder)
-        self.journal.update(job.job_id, moved_to=str(target))
-        crash_point("mid_input_move", job.name)
-        return self._moved(job, name, target, then)
-
-    def _moved(self, job: Job, name: str | None, target: Path,
-               then: Callable[[Path], None] | None) -> Path | None:
-        """Unlink the claim ``name`` (None: it is gone already) once its move is durable."""
-        def unlink() -> None:
-            if name is not None:
-                self._claim_dir(job).unlink(name)
-            if then is not None:
-                then(target)
-
-        if then is not None:
-            self.group.then(job, "resume", None, unlink)
-            return None
-        if name is not None:
-            self.journal.sync()  # the record is durable before the claim goes
-        unlink()
-        return target
-
-    @staticmethod
-    def _linked_copy(st: os.stat_result, folder: Path, name: str) -> Path | None:
-        base, suffix = _split_name(name)
-        place = dirs.place(folder)
-        for n in range(1000):
-            candidate = f"{base}{suffix}" if n == 0 else f"{base}-{n}{suffix}"
-            if not place.exists(candidate):
-                return None
-            if outbox.same_inode(st, folder / candidate):
-                return folder / candidate
-        return None
-
-    def _lost(self, job: Job, why: str) -> None:
+    def lost(self, job: Job, why: str) -> None:
         """The claim left this host under our feet: drop our work, report nothing."""
         job.log.error("claim.lost", reason=why, action="our outputs discarded")
         self.cleanup_staging(job, worker_temps=True)
@@ -681,89 +405,23 @@ class Jobs:
         return error.get("message") or error.get("type") or "failed"
 
     def fail(self, job: Job, error: dict[str, Any]) -> None:
-        """Fail ``job`` (``_fail``), unless a filesystem fault on the way (the inbox gone, a
+        """Fail ``job`` (``publishing.fail_job``), unless a filesystem fault on the way (the inbox gone, a
         symlinked failed/) says to park it until the fault is gone (backoff.py)."""
-        refused = self._refusal(job)
+        refused = self.refusal(job)
         if refused is not None:  # its log would land in an outbox that aliases an inbox
             self.park(job, error, "fail", None, refused)
             return
         try:
-            self._fail(job, error)
+            publishing.fail_job(self, job, error)
         except JournalError as e:
             journalwait.wait(self, job, e, "fail", error)
         except OSError as e:
             if not self.park(job, e, "fail"):
                 raise
 
-    def _fail(self, job: Job, error: dict[str, Any]) -> None:
-        """Log into the outbox, input into failed/ with a report; never raises for one job."""
-        row = self.journal.get(job.job_id)
-        if not self._claim_dir(job).exists(job.claim_path.name) and not (row and row.moved_to):
-            self._lost(job, "the claimed input is gone (taken over by another host after a stall?)")
-            return
-        self.cleanup_staging(job)
-        if job.rule is None:  # the log goes to failed/: never through a symlink planted there
-            outbox.real_folder(job.inbox.failed_dir)
-        reason = self.reason(error)
-        summary = self.summary(job, "job.failed", error_type=error.get("type"), error=reason,
-                                where=error.get("where"), error_class=error.get("class"))
-        data = joblog.log_bytes(job, summary, "warning")
-        box, folder = (job.rule.outbox, "outbox") if job.rule else (job.inbox.failed_dir, "failed")
-        dest = trees.result_folder(job.rule, job.rel or job.name) if job.rule else box
-        plan: list[list[str]] = []
-        try:
-            dirs.place(dest).fd()
-            stem = outbox.pick_names(dest, names.published_stem(job.name), [LOG_SUFFIX], "rename")
-            staging = outbox.staging_path(box, job.job_id, LOG_SUFFIX)
-            outbox.write_staging(staging, data, self.config.file_mode)
-            plan.append([str(staging), str(dest / f"{stem}{LOG_SUFFIX}")])
-        except OSError as e:
-            job.log.error("log.publish_failed", error=str(e))
-        if not self._record_plan(job, "failing", plan, folder, error):
-            return
-        crash_point("failing", job.name)
-        self.finish_failure(job, plan, error, summary)
-
-    def finish_failure(self, job: Job, plan: list[list[str]], error: dict[str, Any],
-                       summary: dict[str, Any] | None = None) -> None:
-        """Publish the staged log, move the input to failed/, write its report (idempotent)."""
-        log_path = None
-        try:
-            finals = self.publish_plan(plan, False, job.name)
-            log_path = finals[0] if finals else None
-        except OSError as e:
-            job.log.error("log.publish_failed", error=str(e))
-        crash_point("after_fail_log", job.name)
-        if self._handed_over(job):
-            return
-        try:
-            moved = self._move_claim(job, job.inbox.failed_dir)
-            assert moved is not None
-        except inputs.Unmovable as e:  # neither linked, read to copy, nor renamed there
-            inputs.leave_unmovable(self, job, error, e)
-            return
-        crash_point("after_fail_move", job.name)
-        reason = self.reason(error)
-        report = joblog.failure_report(job, error, self.config.host_id, log_path)
-        target = moved.parent / names.free_report_name(moved.parent, moved.name, job.job_id)
-        staging = outbox.staging_path(moved.parent, job.job_id, ".error.json")
-        outbox.write_staging(staging, outbox.report_bytes(report), self.config.file_mode)
-        outbox.publish(staging, target, replace=True)
-        crash_point("after_fail_report", job.name)
-        self.journal.update(job.job_id, state="failed", error=f"{error.get('type')}: {reason}")
-        self._release_markers(job)
-        self.failed += 1
-        self.ended(job, "failed")
-        summary = summary or self.summary(job, "job.failed", error_type=error.get("type"),
-                                           error=reason, where=error.get("where"),
-                                           error_class=error.get("class"), recovered=True)
-        self.log.warning("job.failed", **{k: v for k, v in summary.items() if k != "event"})
-        if self.on_failed is not None:
-            self.on_failed({**summary, "moved_to": str(moved), "log": log_path})
-
     # ------------------------------------------------------------ waiting (backoff.py)
 
-    def _refusal(self, job: Job) -> Fault | None:
+    def refusal(self, job: Job) -> Fault | None:
         """The fault "this rule's outbox aliases an inbox" (overlaps.py), if it does now."""
         reason = self.refused_rules.get(job.rule.name) if job.rule else None
         if reason is None or job.rule is None:
@@ -779,7 +437,7 @@ class Jobs:
     def _held(self, job: Job) -> bool:
         """Park a job instead of starting it while its inbox or outbox is known to be broken."""
         box = job.rule.outbox if job.rule else None
-        fault = self.waiting.blocking(job.inbox.path, box) or self._refusal(job)
+        fault = self.waiting.blocking(job.inbox.path, box) or self.refusal(job)
         if fault is None and not os.path.isdir(job.inbox.path):
             fault = classify(job.inbox, box, None)
         if fault is None:
@@ -929,7 +587,7 @@ class Jobs:
             job.log.info("job.resumed", step="run", reason="the input is complete")
             self.queue.append(job)
         for job in gone:
-            self._lost(job, "the claimed input is gone while it waited to be complete")
+            self.lost(job, "the claimed input is gone while it waited to be complete")
         for job in expired:
             try:
                 self.fail(job, {"type": "IncompleteInput", "class": "input", "where": job.name,
