@@ -119,6 +119,11 @@ def test_keep_tree_publishes_into_the_inputs_sub_folders(tmp_path: Path,
     assert files(out) == ["evil"]  # nothing flattened, no staging file left at the top
     assert list(elsewhere.iterdir()) == []  # never written through the symlink
     assert "y.json" in files(inbox / "failed")
+    # the job's own error, said plainly: no fault to wait on, no "internal" traceback
+    error = json.loads((inbox / "failed" / "y.json.error.json").read_text())["error"]
+    assert error["message"].startswith(f"outbox sub-folder {out / 'evil'} is a symlink; "
+                                       "refusing to follow it"), error
+    assert error["class"] == "unsafe" and "traceback" not in error
 
 
 def _times(d, event: str) -> dict[str, float]:
