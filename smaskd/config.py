@@ -178,6 +178,9 @@ class Config:
     file_mode: int = 0o640
     umask: int = 0o027
     log_level: str = "info"
+    #: Level of other libraries' loggers (watchdog, urllib3, ...): ``log_level: debug`` is
+    #: for smaskd's own events; watchdog's debug line per inotify event is noise unless asked.
+    library_log_level: str = "info"
     #: Claimed-but-not-started jobs the daemon holds at most; the rest stay in the inbox.
     queue_limit: int = 1000
     #: Longest wait between retries of jobs blocked by the filesystem (outbox full or not
@@ -402,7 +405,7 @@ def parse_config(data: Any, source: Path | None = None, check_folders: bool = Tr
     r = _Reader({} if data is None else data, "", {
         "workers", "state_dir", "host_id", "inboxes", "rules", "unmatched", "job_timeout",
         "drain_timeout", "max_input_bytes", "worker_memory", "file_mode", "umask", "log_level",
-        "queue_limit", "fault_backoff", "heartbeat_interval", "lease", "max_polygon_points",
+        "library_log_level", "queue_limit", "fault_backoff", "heartbeat_interval", "lease", "max_polygon_points",
         "max_instances", "metrics", "notify", "retention"})
     workers = r.get("workers", os.cpu_count() or 1)
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 256:
@@ -439,6 +442,7 @@ def parse_config(data: Any, source: Path | None = None, check_folders: bool = Tr
         file_mode=r.opt("file_mode", lambda v, w: _mode(v, w, 0o777), 0o640),
         umask=r.opt("umask", lambda v, w: _mode(v, w, 0o777), 0o027),
         log_level=r.str("log_level", "info", LOG_LEVELS),  # type: ignore[arg-type]
+        library_log_level=r.str("library_log_level", "info", LOG_LEVELS),
         queue_limit=_queue_limit(r.get("queue_limit", 1000)),
         fault_backoff=_fault_backoff(r.opt("fault_backoff", parse_duration, 60.0)),
         limits=InputLimits(*(_count(r.get(key, getattr(InputLimits(), key)), key)

@@ -101,11 +101,14 @@ class _JournalPriority(logging.Formatter):
         return "\n".join(prefix + line for line in self.inner.format(record).split("\n"))
 
 
-def configure(level: str = "info", stream: TextIO | None = None, json_lines: bool | None = None) -> None:
+def configure(level: str = "info", stream: TextIO | None = None, json_lines: bool | None = None,
+              libraries: str = "info") -> None:
     """Route structlog and stdlib logging into one handler on ``stream`` (default stdout).
 
     ``json_lines=None`` picks JSON unless the stream is a TTY. Safe to call again (SIGHUP may
-    change the level): the previous smaskd handler is replaced.
+    change the level): the previous smaskd handler is replaced. ``level`` is what prints;
+    other libraries' loggers (the root's level) stop at ``libraries``: with ``level="debug"``
+    an operator wants smaskd's decisions, not watchdog's line per inotify event.
     """
     stream = stream or sys.stdout
     if json_lines is None:
@@ -134,7 +137,7 @@ def configure(level: str = "info", stream: TextIO | None = None, json_lines: boo
     for old in [h for h in root.handlers if h.get_name() == "smaskd"]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(min(_LEVELS.get(level, logging.INFO), logging.INFO))
+    root.setLevel(_LEVELS.get(libraries, logging.INFO))
     # smaskd's own DEBUG events must reach the collector and the handler decides what prints.
     logging.getLogger("smaskd").setLevel(logging.DEBUG)
     structlog.configure(

@@ -35,7 +35,7 @@ def _run(args: argparse.Namespace) -> int:
     from smaskd.daemon.service import Service
 
     config = _config(args.config, args.host_id)
-    logsetup.configure(config.log_level)
+    logsetup.configure(config.log_level, libraries=config.library_log_level)
     log = logsetup.get_logger("smaskd.daemon")
     for key, message in config_warnings(config):
         log.warning("config.warning", key=key, warning=message)

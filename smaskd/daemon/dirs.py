@@ -31,8 +31,8 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["ClaimArea", "Folder", "FolderSwapped", "add_tree", "claim_area", "close_places",
-           "forget", "place", "recheck"]
+__all__ = ["ClaimArea", "Folder", "FolderSwapped", "SymlinkedSubfolder", "add_tree", "claim_area",
+           "close_places", "forget", "place", "recheck"]
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -42,6 +42,23 @@ class FolderSwapped(OSError):
 
     def __init__(self, path: Path | str, why: str) -> None:
         super().__init__(errno.ELOOP, why, str(path))
+
+
+class SymlinkedSubfolder(FolderSwapped):
+    """A sub-folder of a ``keep_tree`` outbox (trees.py) is a symlink.
+
+    Why the job's own error, not a fault to wait on like a symlinked done/: the sub-folder's
+    name comes from an inbox writer's folder, so whoever planted the link chose it; waiting
+    would hold the job (and its STATUS problem) until that person removes it, maybe forever.
+    The job fails: its input goes to failed/ with a report naming the link, nothing is
+    written through it, and the other jobs go on. ``job_error`` tells ``describe_error``
+    (workers.py) it is no bug of ours: no traceback, and the message says it all.
+    """
+
+    job_error = True
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class Folder:
@@ -72,6 +89,10 @@ class Folder:
             return FolderSwapped(self.path, "was renamed away or removed while in use; "
                                             "not followed")
         if stat.S_ISLNK(st.st_mode):
+            if any(self.path != root and self.path.is_relative_to(root) for root in _TREES):
+                return SymlinkedSubfolder(self.path, f"outbox sub-folder {self.path} is a "
+                                          "symlink; refusing to follow it (nothing is written "
+                                          "through it; remove it and drop the file again)")
             return FolderSwapped(self.path, "is a symlink; nothing is written through it")
         if not stat.S_ISDIR(st.st_mode):
             return FolderSwapped(self.path, "is not a folder")

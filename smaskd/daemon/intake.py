@@ -210,6 +210,10 @@ class Intake:
     #: folders (and names) below the inbox the last full listing could not look into:
     #: relative path → reason (reported once by the service, and in STATUS while they last)
     skipped: dict[str, str] = field(default_factory=dict)
+    #: data files the last full listing found without a valid ready marker (markers.py),
+    #: for STATUS: they are never ``seen`` (nothing settles until the marker comes), so a
+    #: partial listing cannot see them, and their marker or removal wakes a full listing
+    unmarked: set[Path] = field(default_factory=set)
 
     def _listing(self, full: bool) -> Iterator[Candidate]:
         """The inbox's names (``full``), or only those already being watched: between two
@@ -244,12 +248,15 @@ class Intake:
         pending = 0
         due = float("inf")
         present: set[Path] = set()
+        unmarked: set[Path] = set()
         for cand in self._listing(full):
             present.add(cand.path)
             if self.left.get(cand.path) == cand.signature:
                 continue
             self.left.pop(cand.path, None)
             marked = markers.state(self.inbox, cand.path, cand.st)
+            if marked == markers.UNMARKED:
+                unmarked.add(cand.path)
             if marked in (markers.MARKER, markers.UNMARKED):
                 continue  # a ready marker, or a file not marked done yet (markers.py)
             signal = self.signals.state(str(cand.path)) if self.signals is not None else None
@@ -285,6 +292,7 @@ class Intake:
         if full:
             for path in [p for p in self.left if p not in present]:
                 del self.left[path]
+            self.unmarked = unmarked
         for path in [p for p in self.reasons if p not in self.left]:
             del self.reasons[path]  # changed or gone: it is a new drop
         settled.sort(key=lambda cs: (cs[0].st.st_mtime_ns, cs[0].rel))  # oldest first (Logstash)
@@ -315,6 +323,7 @@ class Intake:
         self.left.clear()
         self.skipped = {}
         self.reasons.clear()
+        self.unmarked.clear()
         self.backlog = 0
 
     def forget(self, path: Path) -> None:

@@ -40,11 +40,14 @@ class Probe:
     status: str = ""
     problems: list[str] = field(default_factory=list)
     status_age: float | None = None
+    #: inbox name → files waiting for their ready marker (not a problem: writers' pace)
+    waiting_for_marker: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"state": self.state, "exit_code": self.code, "pid": self.pid,
                 "state_dir": self.state_dir, "reason": self.reason, "status": self.status,
-                "problems": self.problems, "status_age": self.status_age}
+                "problems": self.problems, "status_age": self.status_age,
+                "waiting_for_marker": self.waiting_for_marker}
 
 
 def _lock_pid(state_dir: Path) -> int | None:
@@ -87,11 +90,13 @@ def probe(state_dir: Path, now: float) -> Probe:
     status = str(live.get("status", ""))
     problems = [str(p) for p in live.get("problems") or []]
     if _is_live_smaskd(pid):
-        if problems:
-            n = len(problems)
-            return Probe("running", RUNNING, pid, where,
-                         f"{n} problem{'s' if n != 1 else ''}", status, problems, age)
-        return Probe("running", RUNNING, pid, where, "no problems", status, problems, age)
+        marker = live.get("waiting_for_marker")
+        unmarked = ({str(k): v for k, v in marker.items() if isinstance(v, int)}
+                    if isinstance(marker, dict) else {})
+        n = len(problems)
+        return Probe("running", RUNNING, pid, where,
+                     f"{n} problem{'s' if n != 1 else ''}" if n else "no problems", status,
+                     problems, age, unmarked)
     if live.get("state") == "running":  # it never wrote "stopped": killed, crashed, OOM
         return Probe("dead", DEAD, pid, where, f"pid {pid} ended without stopping (killed or "
                      "crashed); its claims and journal are picked up by the next start",

@@ -563,7 +563,16 @@ class Service:
         text = (f"queued={len(self.jobs.queue)} running={len(self.jobs.running)} "
                 f"waiting={len(self.jobs.waiting) + len(self.jobs.unfinished)} pending={self._pending()} "
                 f"done={self.jobs.done} failed={self.jobs.failed}")
-        return "; ".join([text, *self._problems()])
+        waiting = [f"inbox {name}: {n} waiting for a ready marker"
+                   for name, n in self._unmarked().items()]
+        return "; ".join([text, *waiting, *self._problems()])
+
+    def _unmarked(self) -> dict[str, int]:
+        """Files per inbox that wait for their ready marker (markers.py), from the last full
+        listing: not "pending" (nothing the daemon can hurry, and ``--once`` does not wait
+        for them), but the answer to "why is my file still there?", so STATUS says it."""
+        return {name: len(s.intake.unmarked) for name, s in self.inboxes.items()
+                if s.intake.unmarked}
 
     def _publish_status(self, force: bool = False) -> None:
         """STATUS= and the status file: every STATUS_EVERY, and at once when a problem
@@ -575,7 +584,7 @@ class Service:
         self._last_status = time.monotonic()
         text = self._status_text()
         self.notifier.status(text)
-        write_status(self.config.state_dir, text, problems)
+        write_status(self.config.state_dir, text, problems, unmarked=self._unmarked())
 
     # ------------------------------------------------------------ reload / stop
 

@@ -23,10 +23,12 @@ __all__ = ["FILE", "describe", "read_status", "write_status"]
 FILE = "status.json"
 
 
-def write_status(state_dir: Path, status: str, problems: list[str], state: str = "running") -> None:
-    """Replace the status file; never raises (a full state disk must not stop the loop)."""
+def write_status(state_dir: Path, status: str, problems: list[str], state: str = "running",
+                 unmarked: dict[str, int] | None = None) -> None:
+    """Replace the status file; never raises (a full state disk must not stop the loop).
+    ``unmarked``: per inbox, the files waiting for their ready marker (for scripts)."""
     data = {"pid": os.getpid(), "state": state, "updated": time.time(), "status": status,
-            "problems": problems}
+            "problems": problems, "waiting_for_marker": unmarked or {}}
     try:
         with atomic_writer(state_dir / FILE, mode=0o640) as fh:
             fh.write((json.dumps(data) + "\n").encode())

@@ -106,14 +106,16 @@ def describe_error(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, MemoryError):
         return {"type": "MemoryError", "class": "limit",
                 "message": "worker memory limit (RLIMIT_AS) exceeded", "where": None}
+    # ``job_error``: an OSError that is the job's own, not a bug (dirs.SymlinkedSubfolder)
+    ours = isinstance(exc, SmaskdError) or getattr(exc, "job_error", False)
     data: dict[str, Any] = {
         "type": type(exc).__name__,
         "message": exc.message if isinstance(exc, SmaskdError) else str(exc),
         "where": getattr(exc, "where", None),
         "notes": list(getattr(exc, "__notes__", [])),
-        "class": "input" if isinstance(exc, SmaskdError) else "internal",
+        "class": ("input" if isinstance(exc, SmaskdError) else "unsafe") if ours else "internal",
     }
-    if not isinstance(exc, SmaskdError):
+    if not ours:
         data["traceback"] = "".join(traceback.format_exception(exc))[-16384:]
     context = exc.__context__
     if isinstance(exc, SmaskdError) and isinstance(context, OSError) \

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import datetime
@@ -70,6 +71,33 @@ def test_a_marker_left_by_a_crash_releases_no_later_drop(tmp_path: Path,
     assert d.stop() == 0
 
 
+def test_status_counts_files_waiting_for_their_ready_marker(tmp_path: Path,
+                                                            daemon_factory) -> None:
+    """"Why is my file still there?": STATUS=, status.json and ``smaskd status`` (text and
+    ``--json``) say how many files of each inbox wait for their marker; not a problem."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    config = base_config(tmp_path)
+    config["inboxes"][0]["ready_marker"] = ".done"
+    d = daemon_factory(config).start()
+    d.wait_ready()
+    for name in ("a.json", "b.json"):
+        (inbox / name).write_bytes(coco_bytes())
+    d.wait_for(lambda: any("in: 2 waiting for a ready marker" in line
+                           for line in d.notify.lines()), what="STATUS= with 2 waiting")
+    report = json.loads(run_cli("status", "-c", d.config_path, "--json").stdout)
+    assert report["waiting_for_marker"] == {"in": 2}
+    assert report["problems"] == [] and report["exit_code"] == 0
+    (inbox / "a.json.done").write_bytes(b"")
+    d.wait_for(lambda: "a.zip" in files(tmp_path / "outbox"), what="a.zip")
+
+    def one_left() -> bool:
+        text = run_cli("status", "-c", d.config_path).stdout
+        return "inbox in: 1 waiting for a ready marker" in text
+    d.wait_for(one_left, what="smaskd status with 1 waiting")
+    assert d.stop() == 0
+
+
 def test_keep_tree_publishes_into_the_inputs_sub_folders(tmp_path: Path,
                                                          daemon_factory) -> None:
     inbox = tmp_path / "inbox"
@@ -91,6 +119,11 @@ def test_keep_tree_publishes_into_the_inputs_sub_folders(tmp_path: Path,
     assert files(out) == ["evil"]  # nothing flattened, no staging file left at the top
     assert list(elsewhere.iterdir()) == []  # never written through the symlink
     assert "y.json" in files(inbox / "failed")
+    # the job's own error, said plainly: no fault to wait on, no "internal" traceback
+    error = json.loads((inbox / "failed" / "y.json.error.json").read_text())["error"]
+    assert error["message"].startswith(f"outbox sub-folder {out / 'evil'} is a symlink; "
+                                       "refusing to follow it"), error
+    assert error["class"] == "unsafe" and "traceback" not in error
 
 
 def _times(d, event: str) -> dict[str, float]:

@@ -38,3 +38,28 @@ def test_job_events_are_collected_including_debug() -> None:
     assert [e["event"] for e in events] == ["job.claimed", "job.started"]
     assert all(e["job_id"] == "j2" and e["input"] == "a.json" for e in events)
     assert events[0]["level"] == "debug"
+
+
+def test_debug_daemon_prints_its_own_events_not_watchdogs(tmp_path, daemon_factory) -> None:
+    """``log_level: debug`` (the fixtures' default) is for smaskd's decisions: watchdog's
+    debug line per inotify event (heartbeats included) stays out unless asked for."""
+    from tests.daemon.conftest import base_config, coco_bytes, files
+
+    (tmp_path / "inbox").mkdir()
+    d = daemon_factory(base_config(tmp_path)).start()
+    d.wait_ready()
+    (tmp_path / "inbox" / "a.json").write_bytes(coco_bytes())
+    d.wait_for(lambda: "a.zip" in files(tmp_path / "outbox"), what="a.zip")
+    assert d.stop() == 0
+    assert d.events("inbox.scan"), "smaskd's own debug events still print"
+    assert [e for e in d.events() if e.get("logger", "").startswith("watchdog")] == []
+
+
+def test_library_log_level_debug_lets_watchdog_debug_through() -> None:
+    stream = io.StringIO()
+    logsetup.configure("debug", stream=stream, json_lines=True, libraries="debug")
+    logging.getLogger("watchdog.observers.inotify_buffer").debug("in-event %s", "x")
+    logsetup.configure("debug", stream=stream, json_lines=True)
+    logging.getLogger("watchdog.observers.inotify_buffer").debug("in-event %s", "y")
+    events = [json.loads(x)["event"] for x in stream.getvalue().splitlines()]
+    assert events == ["in-event x"]
