@@ -21,6 +21,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from smaskd import log as logsetup
 from smaskd.config import Config, Inbox, load_config
 from smaskd.daemon.claims import CLAIM_PREFIX_LEN, lock_processing
 from smaskd.daemon.dirs import FolderSwapped, claim_area, close_places, forget
@@ -618,13 +619,15 @@ class Service:
             self._reload_failed(str(e))
             return
         self._reload_error = None
-        self.config = new
+        old, self.config = self.config, new
         self.jobs.config = new
         self.jobs.waiting.cap = new.fault_backoff
         self.notifications.configure(new.notify)
         if self.retention is not None:
             self.retention.configure(new)
         os.umask(new.umask)
+        if (new.log_level, new.library_log_level) != (old.log_level, old.library_log_level):
+            logsetup.configure(new.log_level, libraries=new.library_log_level)  # as at start
         self.metrics.configure(new.metrics_listen)  # rebinds: the old address until the new works
         self.inboxes = self._states(new)
         if self.watcher is not None:

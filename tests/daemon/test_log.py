@@ -63,3 +63,28 @@ def test_library_log_level_debug_lets_watchdog_debug_through() -> None:
     logging.getLogger("watchdog.observers.inotify_buffer").debug("in-event %s", "y")
     events = [json.loads(x)["event"] for x in stream.getvalue().splitlines()]
     assert events == ["in-event x"]
+
+
+def test_sighup_applies_a_new_log_level(tmp_path, daemon_factory) -> None:
+    """A reload that changes ``log_level`` takes effect at once: an operator turning debug on
+    to chase a problem must not need a restart (which would lose the state being chased)."""
+    import signal
+
+    import yaml
+
+    from tests.daemon.conftest import base_config, coco_bytes, files
+
+    (tmp_path / "inbox").mkdir()
+    config = base_config(tmp_path, log_level="info")
+    d = daemon_factory(config).start()
+    d.wait_ready()
+    (tmp_path / "inbox" / "a.json").write_bytes(coco_bytes())
+    d.wait_for(lambda: "a.zip" in files(tmp_path / "outbox"), what="a.zip")
+    assert d.events("inbox.scan") == [], "info level: no debug events before the reload"
+    d.config_path.write_text(yaml.safe_dump({**config, "log_level": "debug"}))
+    d.signal(signal.SIGHUP)
+    d.wait_for(lambda: d.events("config.reloaded"), what="config.reloaded")
+    (tmp_path / "inbox" / "b.json").write_bytes(coco_bytes())
+    d.wait_for(lambda: "b.zip" in files(tmp_path / "outbox"), what="b.zip")
+    d.wait_for(lambda: d.events("inbox.scan"), what="a debug event after the reload")
+    assert d.stop() == 0
