@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from smaskd.atomicio import atomic_writer
-from smaskd.procs import pid_alive
 
-__all__ = ["FILE", "describe", "read_status", "write_status"]
+__all__ = ["FILE", "read_status", "write_status"]
 
 FILE = "status.json"
 
@@ -42,15 +41,3 @@ def read_status(state_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def describe(data: dict[str, Any], now: float | None = None) -> list[str]:
-    """Human lines for ``smaskd status``: running or not, the status, each problem."""
-    now = time.time() if now is None else now
-    age = max(0.0, now - float(data.get("updated", now)))
-    running = data.get("state") == "running" and pid_alive(data.get("pid"))
-    head = (f"daemon: running (pid {data.get('pid')}, status {age:.0f} s old)" if running else
-            f"daemon: not running (last status {age:.0f} s old)")
-    lines = [head, f"status: {data.get('status', '')}"]
-    lines += [f"problem: {p}" for p in data.get("problems") or []]
-    return lines
