@@ -185,24 +185,24 @@ def _refuse_crowded(doc: object, limit: int, source: str) -> None:
     than"), so a zip is refused where its JSON is, and as quickly."""
     from collections import Counter
 
-    from smaskd.annotations.coco import coco_image, subset_from_coco_name
+    from smaskd.annotations.coco import coco_image, is_id, subset_from_coco_name
     from smaskd.annotations.jsonload import At
+    from smaskd.annotations.streamed import counted_items
     from smaskd.geometry.limits import too_many_instances
 
     if not isinstance(doc, dict):
         return
     items = doc.get("items")
     if isinstance(items, list):  # Datumaro
-        for entry in items:
-            anns = entry.get("annotations") if isinstance(entry, dict) else None
-            if isinstance(anns, list) and len(anns) > limit:
-                raise too_many_instances(len(anns), limit, str(entry.get("id")))
+        for _ in counted_items(iter(items), limit):
+            pass
     anns, images = doc.get("annotations"), doc.get("images")
     if isinstance(anns, list) and isinstance(images, list):  # COCO
-        counts = Counter(a.get("image_id") for a in anns if isinstance(a, dict))
+        counts = Counter(a.get("image_id") for a in anns  # a bad id is the reader's to name
+                         if isinstance(a, dict) and is_id(a.get("image_id")))
         crowded = {k for k, n in counts.items() if n > limit}
         for k, img in enumerate(images):
-            if isinstance(img, dict) and img.get("id") in crowded:
+            if isinstance(img, dict) and is_id(img.get("id")) and img.get("id") in crowded:
                 at = At(source).key("images").index(k)
                 item = coco_image(img, at, subset_from_coco_name(source))[1]
                 raise too_many_instances(f"more than {limit}", limit, item.id)

@@ -171,3 +171,18 @@ def test_max_instances_refuses_an_export_zip_as_it_refuses_its_json(fmt, tmp_pat
     assert want[0] is LimitError and "the limit is 2 per item (max_instances)" in want[1]
     assert export_or_error(packed, tmp_path / "zip.zip", limits=limits) == want
     assert isinstance(export_or_error(packed, tmp_path / "ok.zip"), dict)  # default limit
+
+
+@pytest.mark.parametrize("bad_id", [[1], {"id": 1}])
+def test_an_unhashable_coco_id_in_an_export_zip_is_an_input_error(bad_id, tmp_path):
+    """Counting a zip's annotations per image (max_instances) hashed every ``image_id``: a list
+    or an object there was a TypeError (an internal error) where the same JSON is refused
+    naming the key."""
+    member, doc = _tiny_docs()["coco"]
+    doc["annotations"][0]["image_id"] = bad_id
+    bare = tmp_path / "doc.json"
+    bare.write_text(json.dumps(doc))
+    packed = cvat_zip(tmp_path / "task.zip", {member: bare.read_bytes()})
+    want = export_or_error(bare, tmp_path / "json.zip")
+    assert isinstance(want, tuple) and issubclass(want[0], SmaskdError), want
+    assert export_or_error(packed, tmp_path / "zip.zip") == want

@@ -76,6 +76,7 @@ __all__ = [
     "coco_image",
     "coco_images",
     "coco_labels",
+    "is_id",
     "parse_color",
     "read_coco",
     "subset_from_coco_name",
@@ -116,7 +117,7 @@ def parse_color(value: Any, at: At) -> RGB:
     return (r, g, b)
 
 
-def _is_id(value: Any) -> bool:
+def is_id(value: Any) -> bool:
     return (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, str)
 
 
@@ -248,7 +249,7 @@ def coco_image(img: Any, at: At, subset: str) -> tuple[Any, Item]:
         if not subset:
             raise at.key("subset").error("empty subset name")
     image_id = img.get("id")
-    if not _is_id(image_id):
+    if not is_id(image_id):
         raise at.key("id").error("expected an integer or string image id")
     file_name = expect_str(img.get("file_name"), at.key("file_name"))
     item_id = posixpath.splitext(file_name)[0]
@@ -322,7 +323,7 @@ def finish_coco_item(item: Item, reserved: int, background: int | None) -> Item:
 def coco_annotation_image(ann: Any, at: At, images: Mapping[Any, _T]) -> tuple[dict, _T]:
     """An ``annotations`` entry as a dict, and what ``images`` holds for its ``image_id``."""
     ann = expect_dict(ann, at)
-    image = images.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
+    image = images.get(ann.get("image_id")) if is_id(ann.get("image_id")) else None
     if image is None:
         raise at.key("image_id").error(f"no image with id {ann.get('image_id')!r}")
     return ann, image
@@ -331,7 +332,7 @@ def coco_annotation_image(ann: Any, at: At, images: Mapping[Any, _T]) -> tuple[d
 def append_coco_annotation(item: Item, ann: dict, label_of: dict[Any, int], at: At) -> None:
     """Add one annotation (checked by :func:`coco_annotation_image`) to its item."""
     cat_id = ann.get("category_id")
-    if not _is_id(cat_id) or cat_id not in label_of:
+    if not is_id(cat_id) or cat_id not in label_of:
         raise at.key("category_id").error(f"no category with id {cat_id!r}")
     _append(item, ann, label_of[cat_id], at)
 
@@ -365,7 +366,7 @@ def _read_results(doc: list, root: At) -> Dataset:
         at = root.index(i)
         ann = expect_dict(ann, at)
         image_id = ann.get("image_id")
-        if not _is_id(image_id):
+        if not is_id(image_id):
             raise at.key("image_id").error("expected an integer or string image id")
         cat_ids.add(expect_int(ann.get("category_id"), at.key("category_id")))
         entries.append((image_id, ann, at))

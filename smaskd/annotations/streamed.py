@@ -65,8 +65,8 @@ from smaskd.errors import InputError
 from smaskd.geometry.limits import too_many_instances
 from smaskd.model import Dataset, Item, resolve_background
 
-__all__ = ["STREAMED", "ScannedFile", "read_coco_streamed", "read_datumaro_streamed",
-           "scan_file"]
+__all__ = ["STREAMED", "ScannedFile", "counted_items", "read_coco_streamed",
+           "read_datumaro_streamed", "scan_file"]
 
 _LIST_KEYS = ("items", "images", "annotations")  # Datumaro's, COCO's two
 #: The formats read here, and the lists each one reads (the first one it needs to stream).
@@ -234,8 +234,9 @@ def _not_objects(file: _OpenFile, key: str, read: bool) -> None:
         expect_dict(values[first], At(file.source).key(key).index(first))
 
 
-def _counted(entries: Iterator[Any], max_instances: int | None) -> Iterator[Any]:
-    """Datumaro items, refused before their annotations are built when there are too many."""
+def counted_items(entries: Iterator[Any], max_instances: int | None) -> Iterator[Any]:
+    """Datumaro items, refused before their annotations are built when there are too many
+    (also how an export zip's document is checked: containers.py)."""
     for entry in entries:
         if max_instances is not None and isinstance(entry, dict):
             anns = entry.get("annotations")
@@ -252,7 +253,7 @@ def _read_datumaro(file: _OpenFile, scanned: ScannedDocument, header: Dataset, s
 
     def first_pass() -> Iterator[Item]:
         yield from datumaro_items(
-            _counted(_checked_elements(file, spans, crcs, "items"), max_instances), source, subset,
+            counted_items(_checked_elements(file, spans, crcs, "items"), max_instances), source, subset,
             n_labels, header.warnings)
 
     def build(i: int) -> Item:
