@@ -55,7 +55,7 @@ def parse_listen(value: object, where: str) -> Listen:
         raise ConfigError(f"{host!r} is not an IPv4 address", where)
     elif not _is_ipv4(host) and not _HOSTNAME.match(host):
         raise ConfigError(f"{host!r} is neither an IP address nor a host name", where)
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 1 <= int(port_text) <= 65535:
         raise ConfigError(f"port {port_text!r}: expected a number from 1 to 65535", where)
     return Listen(host, int(port_text))
 

@@ -122,6 +122,9 @@ def test_metrics_scraped_from_the_running_daemon(tmp_path: Path, daemon_factory)
     ("1.2.3:9464", "'1.2.3' is not an IPv4 address"),
     ("::1:9464", 'an IPv6 address goes in brackets: "[::1]:9464"'),
     ("[fe80::zz]:9464", "'fe80::zz' in brackets is not an IPv6 address"),
+    # str.isdigit() took these, and int() then raised (a traceback) or read the wrong port
+    ("localhost:\u00b2", "port '\u00b2': expected a number from 1 to 65535"),
+    ("127.0.0.1:\u0669\u0664\u0666\u0664", "expected a number from 1 to 65535"),
 ])
 def test_a_bad_listen_address_is_refused(tmp_path: Path, listen: str, says: str) -> None:
     with pytest.raises(ConfigError) as e:
