@@ -357,7 +357,7 @@ def _moved(jobs: PublishingQueue, job: Any, name: str | None, target: Path,
 
 
 def _linked_copy(st: os.stat_result, folder: Path, name: str) -> Path | None:
-    base, suffix = _split_name(name)
+    base, suffix = outbox.split_name(name)
     place = dirs.place(folder)
     for n in range(1000):
         candidate = f"{base}{suffix}" if n == 0 else f"{base}-{n}{suffix}"
@@ -434,8 +434,3 @@ def finish_failure(jobs: PublishingQueue, job: Any, plan: list[list[str]],
     jobs.log.warning("job.failed", **{k: v for k, v in summary.items() if k != "event"})
     if jobs.on_failed is not None:
         jobs.on_failed({**summary, "moved_to": str(moved), "log": log_path})
-
-
-def _split_name(name: str) -> tuple[str, str]:
-    stem, dot, ext = name.rpartition(".")
-    return (stem, f".{ext}") if dot and stem else (name, "")
