@@ -69,6 +69,7 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _Quiet(WSGIRequestHandler):
+    timeout = 10  # a client that stalls mid-request frees its thread instead of holding it
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         """No access log on stderr: a scrape every 15 s is not news."""
 
