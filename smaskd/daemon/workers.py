@@ -140,6 +140,9 @@ def _limit_memory(limit: int | None) -> int | None:
         if hard != resource.RLIM_INFINITY and hard < limit:
             limit = hard  # an unprivileged process cannot raise its hard limit
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    else:  # a reused worker must not keep the limit an earlier job's config set
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     return None if soft == resource.RLIM_INFINITY else soft
 

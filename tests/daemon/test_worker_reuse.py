@@ -35,3 +35,18 @@ def test_a_worker_takes_the_next_job_after_a_clean_one_never_after_a_failed_one(
     assert after != failed, "a failed job's worker must exit, not run the next job"
     assert sorted(p.name for p in (inbox / "done").iterdir()) == ["a.json", "b.json", "c.json"]
     assert (inbox / "failed" / "bad.json").exists()
+
+
+def test_a_reused_worker_drops_the_memory_limit_of_an_earlier_job() -> None:
+    """A worker serves several jobs: one whose config sets no ``worker_memory`` (after a
+    reload) must not run under the RLIMIT_AS an earlier job set. Run in a child process:
+    the limit would otherwise stay on the test runner."""
+    import subprocess
+    import sys
+
+    code = ("from smaskd.daemon.workers import _limit_memory\n"
+            "print(_limit_memory(1 << 30), _limit_memory(None))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(1 << 30), "None"]
