@@ -186,6 +186,10 @@ class Service:
                 state.denied, state.denied_files = old.denied, old.denied_files
                 state.refused = old.refused
             state.denied = self._early_denied.pop(inbox.name, state.denied)
+            if missing and not state.denied and not (old is not None and old.missing):
+                # missing from the start (or since a reload): told as when it vanishes, so the
+                # "back" that ends it is told too
+                self.notifications.inbox_missing(inbox.name, inbox.path, True)
         return states
 
     def _signals(self) -> None:

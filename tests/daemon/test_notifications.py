@@ -156,3 +156,24 @@ def test_check_config_refuses_a_missing_or_non_executable_command(tmp_path: Path
     script.chmod(0o755)
     path.write_text(yaml.safe_dump(base_config(tmp_path, notify={"command": [str(script)]})))
     assert run_cli("check-config", path).returncode == 0
+
+
+def test_an_inbox_missing_at_start_is_told_and_its_return_too(tmp_path: Path,
+                                                            daemon_factory) -> None:
+    """An inbox whose share is not mounted when the daemon starts was only logged: no
+    fault_started, and so its fault_ended was dropped as never started."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    script = _script(tmp_path, "notify.sh", RECORDER)
+    share = tmp_path / "share"  # not there yet: the daemon creates only the inbox's last part
+    config = base_config(tmp_path, notify={"command": [str(script), str(notes)]},
+                         inboxes=[{"name": "in", "path": str(share / "inbox"), "settle": "0.3s",
+                                   "rescan": "5s"}])
+    d = daemon_factory(config).start()
+    d.wait_for(lambda: _of(_records(notes), "fault_started"), 30, "fault_started")
+    (share / "inbox").mkdir(parents=True)  # the share is mounted, its inbox folder on it
+    d.wait_for(lambda: _of(_records(notes), "fault_ended"), 30, "fault_ended")
+    [(env, _)] = _of(_records(notes), "fault_started")
+    assert env["SMASKD_FAULT_PATH"] == str(share / "inbox") and env["SMASKD_FAULT_KIND"] == "dir"
+    assert len(_of(_records(notes), "fault_ended")) == 1
+    assert d.stop() == 0
